@@ -1,0 +1,122 @@
+"""Writes about images. Ingest is one function, called by the API, the CLI and tasks."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+
+from .models import FaceImage, Subject
+from .vision import faces
+from .vision.imagefile import ImageRejected, encode_png, load_rgb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    """``outcome``: imported, duplicate or rejected. ``image`` is set unless rejected."""
+
+    outcome: str
+    image: FaceImage | None = None
+    code: str = ""
+    detail: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def get_or_create_subject(label: str, source: str = "") -> Subject:
+    subject, _ = Subject.objects.get_or_create(label=label, defaults={"source": source})
+    return subject
+
+
+def ingest_image(
+    data: bytes,
+    *,
+    subject: Subject | None = None,
+    kind: str = FaceImage.Kind.SOURCE,
+    parent: FaceImage | None = None,
+    multi_face_policy: str | None = None,
+) -> IngestResult:
+    """Validate, detect, align and store one image file.
+
+    Either both the files and the row exist afterwards, or neither does. A file whose
+    bytes were ingested before returns that image as a duplicate.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    existing = FaceImage.objects.filter(sha256=digest).first()
+    if existing is not None:
+        return IngestResult("duplicate", existing)
+    try:
+        img = load_rgb(
+            data,
+            max_bytes=settings.DEID_MAX_UPLOAD_BYTES,
+            max_pixels=settings.DEID_MAX_IMAGE_PIXELS,
+        )
+    except ImageRejected as exc:
+        return IngestResult("rejected", code=exc.code, detail=exc.detail)
+
+    found = faces.detect_and_align(img.rgb, upsample_steps=settings.DEID_DETECT_UPSAMPLE)
+    if found is None:
+        return IngestResult("rejected", code="no_face", detail="No face was found in the image.")
+    policy = multi_face_policy or settings.DEID_MULTI_FACE_POLICY
+    notes: list[str] = []
+    if found.n_faces > 1:
+        if policy == "reject":
+            return IngestResult(
+                "rejected",
+                code="several_faces",
+                detail=f"{found.n_faces} faces were found; this platform is set to refuse them.",
+            )
+        notes.append(f"{found.n_faces} faces found; the most central one was kept")
+
+    image = FaceImage(
+        subject=subject,
+        kind=kind,
+        parent=parent,
+        sha256=digest,
+        width=img.width,
+        height=img.height,
+        box=list(found.box),
+        landmarks=[list(p) for p in found.landmarks],
+        n_faces=found.n_faces,
+        multi_face=found.n_faces > 1,
+        reason="; ".join(notes),
+    )
+    return _store(image, encode_png(img.rgb), encode_png(found.chip), notes)
+
+
+def _store(image: FaceImage, file_png: bytes, chip_png: bytes, notes: list[str]) -> IngestResult:
+    saved: list[str] = []
+    try:
+        image.file.save("face.png", ContentFile(file_png), save=False)
+        saved.append(image.file.name)
+        image.chip.save("chip.png", ContentFile(chip_png), save=False)
+        saved.append(image.chip.name)
+        with transaction.atomic():
+            image.save(force_insert=True)
+    except IntegrityError:
+        _remove(image, saved)
+        # Another process stored the same bytes between our check and our insert.
+        return IngestResult("duplicate", FaceImage.objects.get(sha256=image.sha256))
+    except BaseException:
+        _remove(image, saved)
+        raise
+    return IngestResult("imported", image, warnings=notes)
+
+
+def _remove(image: FaceImage, names: list[str]) -> None:
+    for name in names:
+        try:
+            image.file.storage.delete(name)
+        except OSError:  # pragma: no cover - best effort cleanup
+            log.exception("could not remove %s", name)
+
+
+def delete_face_image(image: FaceImage) -> None:
+    """Delete the row, its outputs and every file (files go once the delete commits)."""
+    with transaction.atomic():
+        image.delete()

@@ -1,0 +1,22 @@
+"""Private storage for face images: files on disk with no public URL.
+
+Files are reachable only through ``models_app.views.serve_face_image`` (permission-checked).
+"""
+
+from __future__ import annotations
+
+from django.core.files.storage import FileSystemStorage
+from django.utils.deconstruct import deconstructible
+
+
+@deconstructible
+class PrivateStorage(FileSystemStorage):
+    def __init__(self, **kwargs) -> None:
+        # No explicit location: FileSystemStorage then follows MEDIA_ROOT (= PRIVATE_MEDIA_ROOT),
+        # including override_settings in tests.
+        kwargs.setdefault("file_permissions_mode", 0o600)
+        kwargs.setdefault("directory_permissions_mode", 0o700)
+        super().__init__(**kwargs)
+
+    def url(self, name: str | None) -> str:  # pragma: no cover - guard
+        raise NotImplementedError("Private files have no URL; use the permission-checked view.")

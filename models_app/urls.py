@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+app_name = "models_app"
+urlpatterns = [
+    path("faces/<uuid:image_id>/<str:variant>", views.serve_face_image, name="face-file"),
+]
