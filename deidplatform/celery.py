@@ -24,6 +24,8 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "models_app.tasks.ping": {"queue": CPU_QUEUE},
     "models_app.tasks.ingest_file": {"queue": CPU_QUEUE},
     "models_app.tasks.device_info": {"queue": GPU_QUEUE},
+    "ratings.tasks.update_campaign_labels": {"queue": CPU_QUEUE},
+    "ratings.tasks.reclaim_expired_holds": {"queue": CPU_QUEUE},
 }
 
 app.conf.update(

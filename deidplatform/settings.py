@@ -200,3 +200,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# --- Ratings ----------------------------------------------------------------------------
+# Lifetime of the signed image URLs shown to raters (seconds); holds last longer, and a
+# page asks for fresh URLs with each next-assignment call.
+RATINGS_IMAGE_URL_MAX_AGE = env_int("RATINGS_IMAGE_URL_MAX_AGE", 300)

@@ -113,6 +113,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
     """Lossless, metadata-free PNG bytes of an RGB uint8 array."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(
-        buf, format="PNG", compress_level=3
+        buf, format="PNG", compress_level=1
     )
     return buf.getvalue()
