@@ -59,7 +59,11 @@ def ingest_image(
     except ImageRejected as exc:
         return IngestResult("rejected", code=exc.code, detail=exc.detail)
 
-    found = faces.detect_and_align(img.rgb, upsample_steps=settings.DEID_DETECT_UPSAMPLE)
+    found = faces.detect_and_align(
+        img.rgb,
+        upsample_steps=settings.DEID_DETECT_UPSAMPLE,
+        cnn_fallback=settings.DEID_DETECT_CNN_FALLBACK,
+    )
     if found is None:
         return IngestResult("rejected", code="no_face", detail="No face was found in the image.")
     policy = multi_face_policy or settings.DEID_MULTI_FACE_POLICY

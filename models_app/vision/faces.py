@@ -14,6 +14,13 @@ import numpy as np
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
+# The context crop: same alignment, three face-widths wide, so hair, ears, clothes and
+# background show. With these numbers the recognition chip is exactly the central
+# 150x150 window of the context crop (dlib maps landmarks to (padding + m)/(2*padding + 1)
+# * size, i.e. 100 px per unit in both), so the chip is cut from it without resampling.
+CONTEXT_SIZE = 300
+CONTEXT_PADDING = 1.0
+CHIP_OFFSET = (CONTEXT_SIZE - CHIP_SIZE) // 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,17 @@ class _Models:
             cls._local.models = m
         return m
 
+    @classmethod
+    def cnn(cls):
+        m = getattr(cls._local, "cnn", None)
+        if m is None:
+            import dlib
+            import face_recognition_models as frm
+
+            m = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+            cls._local.cnn = m
+        return m
+
 
 def _central_index(boxes: list[tuple[int, int, int, int]], width: int, height: int) -> int:
     cx, cy = width / 2.0, height / 2.0
@@ -54,9 +72,14 @@ def _central_index(boxes: list[tuple[int, int, int, int]], width: int, height: i
 
 
 def detect_faces(
-    rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)
+    rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1), cnn_fallback: bool = True
 ) -> list[tuple[tuple[int, int, int, int], float]]:
-    """All face boxes with detector scores; tries each upsampling count until one finds a face."""
+    """All face boxes with detector scores.
+
+    The HOG detector tries each upsampling count until one finds a face. When none does,
+    dlib's CNN (MMOD) detector gets one try: about 50x slower, so only as a fallback; on
+    LFW it finds the 23 faces (of 7,701) that HOG misses at 0 and 1 upsampling.
+    """
     detector, _ = _Models.get()
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     for up in upsample_steps:
@@ -66,6 +89,16 @@ def detect_faces(
                 ((r.left(), r.top(), r.right(), r.bottom()), float(s))
                 for r, s in zip(rects, scores, strict=True)
             ]
+    if cnn_fallback:
+        cnn = _Models.cnn()
+        for up in (0, 1):
+            dets = cnn(rgb, up)
+            if len(dets):
+                return [
+                    ((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()),
+                     float(d.confidence))
+                    for d in dets
+                ]
     return []
 
 
@@ -91,9 +124,10 @@ def detect_and_align(
     upsample_steps: tuple[int, ...] = (0, 1),
     size: int = CHIP_SIZE,
     padding: float = CHIP_PADDING,
+    cnn_fallback: bool = True,
 ) -> DetectedFace | None:
     """The most central face of an RGB uint8 image, aligned; None when there is no face."""
-    found = detect_faces(rgb, upsample_steps)
+    found = detect_faces(rgb, upsample_steps, cnn_fallback=cnn_fallback)
     if not found:
         return None
     boxes = [b for b, _ in found]
@@ -102,6 +136,30 @@ def detect_and_align(
     return DetectedFace(
         box=boxes[i], landmarks=landmarks, chip=chip, n_faces=len(found), score=found[i][1]
     )
+
+
+def context_crop(
+    rgb: np.ndarray,
+    box: tuple[int, int, int, int] | list[int],
+    landmarks: list[tuple[int, int]] | list[list[int]],
+    size: int = CONTEXT_SIZE,
+    padding: float = CONTEXT_PADDING,
+) -> np.ndarray:
+    """The aligned context crop from stored detection results (no detector run)."""
+    import dlib
+
+    shape = dlib.full_object_detection(
+        dlib.rectangle(*[int(v) for v in box]), [dlib.point(int(x), int(y)) for x, y in landmarks]
+    )
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=padding), dtype=np.uint8)
+
+
+def chip_from_context(context: np.ndarray) -> np.ndarray:
+    """The 150x150 recognition chip inside a CONTEXT_SIZE context crop (works on arrays
+    shaped ...xHxWxC; for NCHW tensors slice the last two axes the same way)."""
+    o = CHIP_OFFSET
+    return context[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE, :]
 
 
 @lru_cache(maxsize=1)
