@@ -153,6 +153,8 @@ DEID_MAX_IMAGE_PIXELS = env_int("DEID_MAX_IMAGE_PIXELS", 40_000_000)
 # "flag": keep the most central face and mark the image; "reject": refuse the image.
 DEID_MULTI_FACE_POLICY = os.environ.get("DEID_MULTI_FACE_POLICY", "flag")
 DEID_DETECT_UPSAMPLE = tuple(int(x) for x in env_list("DEID_DETECT_UPSAMPLE", ["0", "1"]))
+# When HOG finds no face, try dlib's CNN detector once (slow, so only as a fallback).
+DEID_DETECT_CNN_FALLBACK = env_bool("DEID_DETECT_CNN_FALLBACK", True)
 
 # --- REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -205,3 +207,9 @@ LOGGING = {
 # Lifetime of the signed image URLs shown to raters (seconds); holds last longer, and a
 # page asks for fresh URLs with each next-assignment call.
 RATINGS_IMAGE_URL_MAX_AGE = env_int("RATINGS_IMAGE_URL_MAX_AGE", 300)
+
+# --- Human proxy ----------------------------------------------------------------------------
+# Retrain when at least this many aggregated labels arrived since the last run.
+DEID_RETRAIN_MIN_NEW_LABELS = env_int("DEID_RETRAIN_MIN_NEW_LABELS", 200)
+# FaceImage.Kind and Pair.Kind are both "kind": give the pair's enum its own schema name.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["PairKindEnum"] = "ratings.models.Pair.Kind"
