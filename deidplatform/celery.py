@@ -24,6 +24,10 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "models_app.tasks.ping": {"queue": CPU_QUEUE},
     "models_app.tasks.ingest_file": {"queue": CPU_QUEUE},
     "models_app.tasks.device_info": {"queue": GPU_QUEUE},
+    "models_app.tasks.train_proxy": {"queue": GPU_QUEUE},
+    "models_app.tasks.rescore_outputs": {"queue": GPU_QUEUE},
+    "models_app.tasks.run_deid_job": {"queue": GPU_QUEUE},
+    "models_app.tasks.maybe_retrain": {"queue": CPU_QUEUE},
     "ratings.tasks.update_campaign_labels": {"queue": CPU_QUEUE},
     "ratings.tasks.reclaim_expired_holds": {"queue": CPU_QUEUE},
 }

@@ -207,9 +207,9 @@ LOGGING = {
 # Lifetime of the signed image URLs shown to raters (seconds); holds last longer, and a
 # page asks for fresh URLs with each next-assignment call.
 RATINGS_IMAGE_URL_MAX_AGE = env_int("RATINGS_IMAGE_URL_MAX_AGE", 300)
+# FaceImage.Kind and Pair.Kind are both "kind": give the pair's enum its own schema name.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["PairKindEnum"] = "ratings.models.Pair.Kind"
 
 # --- Human proxy ----------------------------------------------------------------------------
 # Retrain when at least this many aggregated labels arrived since the last run.
 DEID_RETRAIN_MIN_NEW_LABELS = env_int("DEID_RETRAIN_MIN_NEW_LABELS", 200)
-# FaceImage.Kind and Pair.Kind are both "kind": give the pair's enum its own schema name.
-SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["PairKindEnum"] = "ratings.models.Pair.Kind"

@@ -1,0 +1,320 @@
+"""Rating platform under load: gunicorn + PostgreSQL, N simulated raters over HTTP.
+
+    .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 3]
+
+Creates a fresh database (``ratings_bench`` on DATABASE_URL's server), a campaign with
+plenty of pairs, starts gunicorn on 127.0.0.1, and runs N raters as keep-alive HTTP
+clients (asyncio, raw HTTP/1.1: the load generator must stay light on a 2-core machine).
+Each rater enters through a Prolific-style link, then loops: POST next -> POST judgment,
+with no think time. Reports judgments/s, next-assignment latency p50/p99, and checks
+that no rater holds a pair twice, no pair exceeds k, and every 2xx submission is in the
+database exactly once (and nothing else is). Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- Setup --------------------------------------------------------------------------------
+
+
+def setup_database(env: dict[str, str], n_pairs: int, k: int) -> str:
+    """Fresh database, migrations, images and a campaign; returns the campaign slug."""
+    import psycopg
+
+    url = urlparse(env["DATABASE_URL"])
+    name = url.path.lstrip("/")
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env,
+                   check=True)
+    script = f"""
+import hashlib, io, uuid
+from django.core.files.base import ContentFile
+from PIL import Image
+from models_app.models import FaceImage
+from ratings.models import Campaign
+from ratings.services import create_pairs
+imgs = []
+for i in range(60):
+    buf = io.BytesIO(); Image.new("RGB", (150, 150), (i * 4 % 256, 90, 160)).save(buf, "PNG")
+    im = FaceImage(id=uuid.uuid4(), sha256=hashlib.sha256(buf.getvalue() + bytes([i])).hexdigest(),
+                   width=150, height=150)
+    im.file.save("x.png", ContentFile(buf.getvalue()), save=False)
+    im.chip.save("x.png", ContentFile(buf.getvalue()), save=False)
+    im.save(); imgs.append(im)
+c = Campaign.objects.create(name="Load", slug="load", status="active", judgments_per_pair={k},
+    gold_rate=0.0, attention_rate=0.0, qualification_size=0, min_response_ms=0,
+    hold_timeout_s=600)
+items = [{{"image_a": imgs[i % 60].pk, "image_b": imgs[(i * 7 + 1) % 60].pk}}
+         for i in range({n_pairs}) if i % 60 != (i * 7 + 1) % 60]
+create_pairs(c, items)
+from django.db import connection
+with connection.cursor() as cur:
+    cur.execute("ANALYZE")
+print(c.slug)
+"""
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=REPO, env=env,
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+# --- A minimal keep-alive HTTP/1.1 client ---------------------------------------------------
+
+
+class Http:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.cookies: dict[str, str] = {}
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, list[str]], bytes]:
+        for _ in range(2):
+            if self.writer is None:
+                await self.connect()
+            try:
+                return await self._request(method, path, body, headers or {})
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.writer = None  # server closed the keep-alive connection: reconnect once
+        raise ConnectionError(f"{method} {path} failed twice")
+
+    async def _request(self, method, path, body, headers):
+        assert self.reader and self.writer
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 "Connection: keep-alive", f"Content-Length: {len(body)}"]
+        if self.cookies:
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("closed")
+        status = int(status_line.split()[1])
+        resp_headers: dict[str, list[str]] = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            resp_headers.setdefault(k.strip().lower(), []).append(v.strip())
+        length = int(resp_headers.get("content-length", ["0"])[0])
+        data = await self.reader.readexactly(length) if length else b""
+        for c in resp_headers.get("set-cookie", []):
+            name, _, rest = c.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
+        if "close" in resp_headers.get("connection", [""])[0].lower():
+            self.writer.close()
+            self.writer = None
+        return status, resp_headers, data
+
+
+# --- Raters ----------------------------------------------------------------------------------
+
+
+async def rater(i: int, port: int, slug: str, deadline: float, stats: dict, prefix: str) -> None:
+    http = Http("127.0.0.1", port)
+    await http.request("GET", f"/rate/{slug}/?PROLIFIC_PID={prefix}{i:04d}&STUDY_ID=S&SESSION_ID=X")
+    status, _, page = await http.request("GET", f"/rate/{slug}/")
+    assert status == 200, status
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    headers = {"X-CSRFToken": token, "Content-Type": "application/json",
+               "Referer": f"http://127.0.0.1:{port}/rate/{slug}/"}
+    rng = random.Random(i)
+    # Like the rater page: one "next" at the start, then each answer's reply carries the
+    # next assignment. The latency of that reply is the wait for the next pair.
+    t0 = time.perf_counter()
+    status, _, data = await http.request("POST", f"/api/ratings/rate/{slug}/next", b"{}", headers)
+    stats["next_ms"].append((time.perf_counter() - t0) * 1000)
+    if status != 200:
+        stats["errors"].append(("next", status, data[:200].decode(errors="replace")))
+        return
+    nxt = json.loads(data)
+    while time.monotonic() < deadline:
+        if nxt["status"] != "ok":
+            stats["out_of_work"] += 1
+            return
+        a = nxt["assignments"][0]
+        payload = json.dumps({"same": rng.random() < 0.5, "confidence": rng.randint(1, 4),
+                              "response_ms": rng.randint(800, 4000)}).encode()
+        t0 = time.perf_counter()
+        status, _, data = await http.request(
+            "POST", f"/api/ratings/rate/{slug}/assignments/{a['id']}/judgment", payload, headers)
+        stats["next_ms"].append((time.perf_counter() - t0) * 1000)
+        if status not in (200, 201):
+            stats["errors"].append(("submit", status, data[:200].decode(errors="replace")))
+            return
+        stats["ok_ids"].append(a["id"])
+        nxt = json.loads(data)["next"]
+
+
+async def run_raters(n: int, port: int, slug: str, seconds: float,
+                     prefix: str = "bench") -> tuple[dict, float]:
+    stats: dict = {"next_ms": [], "ok_ids": [], "errors": [], "out_of_work": 0}
+    start = time.monotonic()
+    await asyncio.gather(*(rater(i, port, slug, start + seconds, stats, prefix)
+                           for i in range(n)))
+    return stats, time.monotonic() - start
+
+
+def cpu_seconds(server_pid: int, dbname: str) -> dict[str, float]:
+    """CPU time used so far by gunicorn (master + workers) and this database's backends.
+
+    The machine is shared, so wall-clock rates depend on what else runs; CPU per judgment
+    does not (much), and says what the two cores could do on their own.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"web": 0.0, "db": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        pgid = int(fields[2])
+        if pgid == server_pid or int(entry) == server_pid:
+            out["web"] += used
+        elif cmd.startswith("postgres: ") and f" {dbname} " in cmd:
+            out["db"] += used
+    return out
+
+
+def check_database(dsn: str, ok_ids: list[str], k: int) -> dict:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        double = conn.execute(
+            "SELECT count(*) FROM (SELECT rater_id, pair_id FROM ratings_assignment "
+            "WHERE state <> 'expired' GROUP BY 1, 2 HAVING count(*) > 1) d").fetchone()[0]
+        over_k = conn.execute(
+            "SELECT count(*) FROM (SELECT pair_id FROM ratings_judgment GROUP BY 1 "
+            "HAVING count(*) > %s) o", (k,)).fetchone()[0]
+        rows = conn.execute(
+            "SELECT a.public_id::text, count(j.id) FROM ratings_assignment a "
+            "JOIN ratings_judgment j ON j.assignment_id = a.id GROUP BY 1").fetchall()
+    in_db = {pid: n for pid, n in rows}
+    lost = sum(1 for x in ok_ids if in_db.get(x) != 1)
+    unexpected = len(set(in_db) - set(ok_ids))
+    return {"double_assignments": double, "pairs_over_k": over_k, "lost_judgments": lost,
+            "unexpected_judgments": unexpected, "judgments_in_db": sum(in_db.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raters", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=6000)
+    ap.add_argument("--database-url", default=os.environ.get(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ratings_bench"))
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="ratings-load-"))
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="deidplatform.settings", DATABASE_URL=args.database_url,
+        SECRET_KEY="bench-only-secret", DEBUG="0", ALLOWED_HOSTS="127.0.0.1",
+        SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0", DEID_DATA_DIR=str(tmp),
+        CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2"),
+        LOG_LEVEL="WARNING", DB_CONN_MAX_AGE="600",
+    )
+    slug = setup_database(env, args.pairs, args.k)
+    port = free_port()
+    log = open(tmp / "gunicorn.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "deidplatform.wsgi", "-b", f"127.0.0.1:{port}",
+         "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            sys.exit("gunicorn did not start: " + (tmp / "gunicorn.log").read_text())
+        warm, _ = asyncio.run(run_raters(6, port, slug, 2.0, "warm"))  # warm every worker
+        dbname = urlparse(args.database_url).path.lstrip("/")
+        cpu0 = cpu_seconds(server.pid, dbname)
+        load0 = os.getloadavg()[0]
+        stats, elapsed = asyncio.run(run_raters(args.raters, port, slug, args.seconds))
+        cpu1 = cpu_seconds(server.pid, dbname)
+        load1 = os.getloadavg()[0]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
+        log.close()
+    checks = check_database(args.database_url, stats["ok_ids"] + warm["ok_ids"], args.k)
+    n_ok = len(stats["ok_ids"])
+    result = {
+        "bench": "ratings_load", "raters": args.raters, "seconds": round(elapsed, 2),
+        "gunicorn": f"gthread {args.workers}x{args.threads}", "k": args.k,
+        "judgments": n_ok, "judgments_per_s": round(n_ok / elapsed, 1),
+        "next_p50_ms": round(pct(stats["next_ms"], 50), 2),
+        "next_p99_ms": round(pct(stats["next_ms"], 99), 2),
+        "errors": len(stats["errors"]), "first_errors": stats["errors"][:3],
+        "double_assignments": checks["double_assignments"],
+        "pairs_over_k": checks["pairs_over_k"],
+        "lost_judgments": checks["lost_judgments"],
+        "unexpected_judgments": checks["unexpected_judgments"],
+        "raters_out_of_work": stats["out_of_work"],
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round((load0 + load1) / 2, 2),
+        "web_cpu_ms_per_judgment": round((cpu1["web"] - cpu0["web"]) * 1000 / max(n_ok, 1), 2),
+        "db_cpu_ms_per_judgment": round((cpu1["db"] - cpu0["db"]) * 1000 / max(n_ok, 1), 2),
+    }
+    cpu_per = (result["web_cpu_ms_per_judgment"] + result["db_cpu_ms_per_judgment"]) / 1000
+    # What the machine's cores would sustain with nothing else running (CPU-bound).
+    result["cpu_bound_judgments_per_s"] = round(os.cpu_count() / cpu_per, 1) if cpu_per else None
+    result["ok"] = (result["errors"] == 0 and checks["double_assignments"] == 0
+                    and checks["pairs_over_k"] == 0 and checks["lost_judgments"] == 0
+                    and checks["unexpected_judgments"] == 0)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

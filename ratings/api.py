@@ -1,0 +1,275 @@
+"""REST API: staff endpoints for campaigns, pairs, labels and exports; rater endpoints for
+next-assignment and submission. Thin: parse, call a service or selector, shape the answer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.authentication import SessionScheme
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from deidplatform.api import FieldError
+
+from . import selectors, services
+from .models import Campaign, PairLabel, Rater
+from .serializers import (
+    CampaignSerializer,
+    JudgmentInSerializer,
+    JudgmentOutSerializer,
+    NextSerializer,
+    PairBulkSerializer,
+    PairLabelSerializer,
+    PairOutSerializer,
+    QueuedSerializer,
+    RecomputeSerializer,
+)
+
+SESSION_KEY = "ratings_raters"
+
+
+def raise_rating_error(exc: services.RatingError) -> None:
+    raise FieldError(exc.field, exc.code, exc.detail, status_code=exc.status) from exc
+
+
+# --- Staff -----------------------------------------------------------------------------------
+
+
+class PassthroughRenderer(BaseRenderer):
+    """Lets streamed CSV/JSONL responses pass content negotiation untouched."""
+
+    media_type = "*/*"
+    format = "stream"
+
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: dict | None = None) -> Any:
+        return data
+
+
+def _stream(rows: Iterator[dict[str, Any]], fields: list[str], fmt: str) -> Iterator[str]:
+    if fmt == "jsonl":
+        for row in rows:
+            yield json.dumps(row, separators=(",", ":")) + "\n"
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for i, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if i % 500 == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+class CampaignViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.UpdateModelMixin, viewsets.GenericViewSet,
+):
+    """Campaigns (staff only)."""
+
+    queryset = Campaign.objects.all().order_by("-created")
+    serializer_class = CampaignSerializer
+
+    @extend_schema(request=PairBulkSerializer, responses={201: PairOutSerializer(many=True)})
+    @action(detail=True, methods=["post"], url_path="pairs")
+    def pairs(self, request: Request, pk: str | None = None) -> Response:
+        """Bulk-create pairs (all or nothing)."""
+        campaign = self.get_object()
+        body = PairBulkSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        pairs = services.create_pairs(campaign, body.validated_data["pairs"])
+        return Response(PairOutSerializer(pairs, many=True).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: PairLabelSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="labels")
+    def labels(self, request: Request, pk: str | None = None) -> Response:
+        """Aggregated human score-A per pair."""
+        campaign = self.get_object()
+        qs = PairLabel.objects.filter(pair__campaign=campaign).select_related("pair").order_by("pair_id")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(PairLabelSerializer(page, many=True).data)
+
+    @extend_schema(request=RecomputeSerializer, responses={202: QueuedSerializer})
+    @action(detail=True, methods=["post"], url_path="recompute")
+    def recompute(self, request: Request, pk: str | None = None) -> Response:
+        """Recompute labels now, on the cpu queue."""
+        from .tasks import update_campaign_labels
+
+        campaign = self.get_object()
+        body = RecomputeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = update_campaign_labels.delay(campaign.pk, method=body.validated_data["method"])
+        return Response({"status": "queued", "task": result.id}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("what", str, OpenApiParameter.PATH, enum=["judgments", "labels"]),
+            OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=["csv", "jsonl"]),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR,
+                   (200, "application/x-ndjson"): OpenApiTypes.STR},
+    )
+    @action(
+        detail=True, methods=["get"], renderer_classes=[PassthroughRenderer, JSONRenderer],
+        url_path=r"exports/(?P<what>judgments|labels)/(?P<fmt>csv|jsonl)",
+    )
+    def export(self, request: Request, pk: str | None = None, what: str = "judgments",
+               fmt: str = "csv") -> StreamingHttpResponse:
+        """Stream every judgment (blocked raters included, flagged) or every label."""
+        campaign = self.get_object()
+        if what == "judgments":
+            rows, fields = selectors.iter_judgment_rows(campaign.pk), selectors.JUDGMENT_FIELDS
+        else:
+            rows, fields = selectors.iter_label_rows(campaign.pk), selectors.LABEL_FIELDS
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        response = StreamingHttpResponse(_stream(rows, fields, fmt), content_type=content_type)
+        # Neutral file name: the campaign's number, nothing about people.
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{what}.{fmt}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+# --- Raters ----------------------------------------------------------------------------------
+
+
+class CsrfAlwaysSession(SessionAuthentication):
+    """Session auth that enforces CSRF for anonymous (external) raters too.
+
+    DRF checks CSRF only for logged-in users; external raters are identified by their
+    session alone, so their POSTs need the same protection.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        self.enforce_csrf(request)
+        return super().authenticate(request)
+
+
+class CsrfAlwaysSessionScheme(SessionScheme):
+    target_class = "ratings.api.CsrfAlwaysSession"
+    name = "raterSession"
+
+
+def session_rater(request: Any, campaign: Campaign) -> Rater | None:
+    """The rater this browser session acts as in this campaign, if any."""
+    raters = request.session.get(SESSION_KEY, {})
+    rater = selectors.rater_for_campaign(campaign, raters.get(campaign.slug))
+    if rater is None and request.user.is_authenticated:
+        rater = Rater.objects.filter(campaign=campaign, user=request.user).first()
+    return rater
+
+
+def remember_rater(request: Any, campaign: Campaign, rater: Rater) -> None:
+    raters = dict(request.session.get(SESSION_KEY, {}))
+    raters[campaign.slug] = rater.public_id.hex
+    request.session[SESSION_KEY] = raters
+
+
+class RaterView(APIView):
+    authentication_classes = [CsrfAlwaysSession]
+    permission_classes = [AllowAny]  # the rater comes from the session, checked below
+
+    def rater(self, request: Request, slug: str) -> tuple[Campaign, Rater]:
+        raters = request.session.get(SESSION_KEY, {})
+        rater = selectors.rater_by_slug(slug, raters.get(slug))
+        if rater is None:
+            campaign = get_object_or_404(Campaign.objects.exclude(status="draft"), slug=slug)
+            rater = session_rater(request, campaign)
+        if rater is None:
+            raise FieldError("rater", "not_a_rater", "Open the study link first.", 403)
+        return rater.campaign, rater
+
+
+def _progress(rater: Rater, campaign: Campaign) -> dict[str, Any]:
+    return vars(selectors.rater_progress(rater, campaign))
+
+
+def next_body(campaign: Campaign, rater: Rater,
+              result: services.NextResult | None = None) -> dict[str, Any]:
+    """Next-assignment answer; raises 403 JSON for blocked or not-consented raters."""
+    if result is None:
+        try:
+            result = services.next_assignments(rater.pk, campaign_id=campaign.pk)
+        except services.RatingError as exc:
+            raise_rating_error(exc)
+    if result.status in ("blocked", "consent_required"):
+        raise FieldError("rater", result.status, "See the study page.", 403)
+    rater = result.rater or rater
+    items = []
+    for a in result.assignments:
+        a.rater = rater
+        items.append({
+            "id": a.public_id, "phase": a.phase, "expires": a.expires,
+            "left_url": reverse("ratings:image", args=[selectors.image_token(a, "left")]),
+            "right_url": reverse("ratings:image", args=[selectors.image_token(a, "right")]),
+        })
+    status_name = result.status
+    if status_name == "no_work" and not rater.qualified and rater.gold_count:
+        status_name = "qualifying_wait"
+    return {
+        "status": status_name, "assignments": items, "progress": _progress(rater, campaign),
+        "end_url": reverse("ratings:done", args=[campaign.slug]),
+    }
+
+
+class NextAssignmentView(RaterView):
+    @extend_schema(request=None, responses={200: NextSerializer}, operation_id="ratings_next")
+    def post(self, request: Request, slug: str) -> Response:
+        """The rater's open assignments (the current one first, then one to preload).
+
+        Creates holds, hence POST. Images come as signed URLs valid for a few minutes.
+        """
+        campaign, rater = self.rater(request, slug)
+        return Response(NextSerializer(next_body(campaign, rater)).data)
+
+
+class SubmitJudgmentView(RaterView):
+    @extend_schema(request=JudgmentInSerializer,
+                   responses={201: JudgmentOutSerializer, 200: JudgmentOutSerializer,
+                              403: OpenApiResponse(description="blocked or not this rater"),
+                              404: OpenApiResponse(description="no such assignment (for you)"),
+                              409: OpenApiResponse(description="expired or judged differently")},
+                   operation_id="ratings_submit_judgment")
+    def post(self, request: Request, slug: str, assignment: uuid.UUID) -> Response:
+        """Record a judgment. Idempotent: a retried POST returns 200 and changes nothing.
+
+        The answer carries ``next`` (as from the next endpoint), saving the page a round
+        trip; it is null when the rater was just blocked.
+        """
+        campaign, rater = self.rater(request, slug)
+        body = JudgmentInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = services.submit_judgment(
+                rater.pk, assignment, **body.validated_data,
+                then_next=services.DEFAULT_HOLDS, campaign_id=campaign.pk,
+            )
+        except services.RatingError as exc:
+            raise_rating_error(exc)
+        blocked = result.rater.blocked
+        out = {
+            "status": "recorded" if result.created else "duplicate",
+            "rater_status": "blocked" if blocked else "ok",
+            "progress": _progress(result.rater, campaign),
+            "next": None if blocked or result.next is None
+            else next_body(campaign, result.rater, result.next),
+        }
+        return Response(JudgmentOutSerializer(out).data,
+                        status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

@@ -1,0 +1,162 @@
+"""Reads for the rating flow: what a rater may see, progress, labels, exports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.db.models import QuerySet
+
+from models_app.models import FaceImage
+
+from .models import Assignment, Campaign, Judgment, Pair, PairLabel, Rater
+
+IMAGE_SALT = "ratings.image"
+EXPORT_CHUNK = 2000
+
+
+def judgment_triples(campaign_id: int) -> list[tuple[int, int, bool]]:
+    """(rater, pair, same) of raters in good standing: blocked raters' judgments are kept
+    in the database but never reach a label."""
+    return list(
+        Judgment.objects.filter(campaign_id=campaign_id, rater__blocked=False)
+        .order_by("pk").values_list("rater_id", "pair_id", "same")
+    )
+
+
+def rater_for_campaign(campaign: Campaign, rater_public_id: str | None) -> Rater | None:
+    if not rater_public_id:
+        return None
+    try:
+        key = uuid.UUID(str(rater_public_id))
+    except ValueError:
+        return None
+    return Rater.objects.filter(campaign=campaign, public_id=key).first()
+
+
+def rater_by_slug(slug: str, rater_public_id: str | None) -> Rater | None:
+    """One query: the session's rater in the (non-draft) campaign with this slug."""
+    if not rater_public_id:
+        return None
+    try:
+        key = uuid.UUID(str(rater_public_id))
+    except ValueError:
+        return None
+    rater = Rater.objects.select_related("campaign").filter(public_id=key).first()
+    if rater is None or rater.campaign.slug != slug or rater.campaign.status == "draft":
+        return None
+    return rater
+
+
+@dataclass
+class Progress:
+    done: int
+    target: int
+    qualifying: bool
+    qualification_done: int
+    qualification_target: int
+
+
+def rater_progress(rater: Rater, campaign: Campaign) -> Progress:
+    from .services import qualification_target
+
+    q_target = campaign.qualification_size if rater.qualified else qualification_target(campaign)
+    if campaign.rater_quota:
+        target = campaign.rater_quota
+    else:
+        # Without a quota: at most every deid pair once, plus qualification.
+        target = open_deid_pairs(campaign.pk) + q_target
+    return Progress(
+        done=rater.judgments_count, target=max(target, rater.judgments_count),
+        qualifying=not rater.qualified, qualification_done=min(rater.gold_count, q_target),
+        qualification_target=q_target,
+    )
+
+
+def open_deid_pairs(campaign_id: int) -> int:
+    """Number of active deid pairs; cached briefly because every page and API call shows it."""
+    key = f"ratings:deid-pairs:{campaign_id}"
+    n = cache.get(key)
+    if n is None:
+        n = Pair.objects.filter(campaign_id=campaign_id, active=True, kind="deid").count()
+        cache.set(key, n, 30)
+    return n
+
+
+# --- Signed image URLs -------------------------------------------------------------------
+
+
+def image_token(assignment: Assignment, side: str) -> str:
+    """Opaque, signed, short-lived: names the rater's own assignment and a side, nothing else."""
+    payload = {"a": assignment.public_id.hex, "r": assignment.rater.public_id.hex, "s": side}
+    return signing.dumps(payload, salt=IMAGE_SALT, compress=True)
+
+
+def image_for_token(token: str, rater: Rater | None) -> FaceImage | None:
+    """The image a token names, if it is still valid for this rater and this open hold."""
+    if rater is None:
+        return None
+    try:
+        payload = signing.loads(
+            token, salt=IMAGE_SALT, max_age=settings.RATINGS_IMAGE_URL_MAX_AGE
+        )
+    except signing.BadSignature:  # includes SignatureExpired
+        return None
+    if not isinstance(payload, dict) or payload.get("r") != rater.public_id.hex:
+        return None
+    side = payload.get("s")
+    if side not in ("left", "right"):
+        return None
+    assignment = (
+        Assignment.objects.select_related("pair__image_a", "pair__image_b")
+        .filter(public_id=uuid.UUID(payload["a"]), rater=rater, state=Assignment.State.ISSUED)
+        .first()
+    )
+    if assignment is None:
+        return None
+    pair = assignment.pair
+    left, right = (pair.image_a, pair.image_b) if assignment.left_is_a else (pair.image_b, pair.image_a)
+    return left if side == "left" else right
+
+
+# --- Exports --------------------------------------------------------------------------------
+
+JUDGMENT_FIELDS = [
+    "judgment", "pair", "pair_kind", "rater", "rater_blocked", "same", "confidence",
+    "response_ms", "left_image", "correct", "too_fast", "created",
+]
+LABEL_FIELDS = ["pair", "pair_kind", "image_a", "image_b", "deid_job", "score_a", "same",
+                "n_judgments", "method", "updated"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def iter_judgment_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
+    qs: QuerySet = Judgment.objects.filter(campaign_id=campaign_id).order_by("pk").values_list(
+        "pk", "pair_id", "pair__kind", "rater__public_id", "rater__blocked", "same",
+        "confidence", "response_ms", "left_image_id", "correct", "too_fast", "created",
+    )
+    for row in qs.iterator(chunk_size=EXPORT_CHUNK):
+        yield dict(zip(JUDGMENT_FIELDS, (_plain(v) for v in row), strict=True))
+
+
+def iter_label_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
+    qs: QuerySet = PairLabel.objects.filter(pair__campaign_id=campaign_id).order_by(
+        "pair_id"
+    ).values_list(
+        "pair_id", "pair__kind", "pair__image_a_id", "pair__image_b_id", "pair__deid_job_id",
+        "score_a", "same", "n_judgments", "method", "updated",
+    )
+    for row in qs.iterator(chunk_size=EXPORT_CHUNK):
+        yield dict(zip(LABEL_FIELDS, (_plain(v) for v in row), strict=True))

@@ -1,0 +1,139 @@
+"""Rater pages (server-rendered) and the signed image view.
+
+Pages carry only the campaign's public slug and opaque assignment ids; images come through
+signed, short-lived tokens bound to the rater's session and open assignment.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from django.core import signing
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from models_app.views import private_file_response
+
+from . import selectors, services
+from .api import SESSION_KEY, remember_rater, session_rater
+from .models import Campaign, Rater
+
+# External crowds pass their ids as URL parameters; accept a conservative alphabet only.
+_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_ENTRY_PARAMS = {
+    Rater.Source.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
+    Rater.Source.MTURK: ("workerId", ("assignmentId", "hitId")),
+}
+
+
+def _campaign(slug: str) -> Campaign:
+    return get_object_or_404(Campaign.objects.exclude(status=Campaign.Status.DRAFT), slug=slug)
+
+
+def _external_identity(request: HttpRequest) -> tuple[str, str, dict[str, str]] | None:
+    for source, (id_param, extra) in _ENTRY_PARAMS.items():
+        value = request.GET.get(id_param, "")
+        if value:
+            if not _EXTERNAL_ID.match(value):
+                return None
+            meta = {k: v for k in extra if _EXTERNAL_ID.match(v := request.GET.get(k, ""))}
+            return source, value, meta
+    return None
+
+
+@require_GET
+def rate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Entry and landing: creates or resumes the rater, then shows the right step."""
+    campaign = _campaign(slug)
+    if request.GET:
+        identity = _external_identity(request)
+        if identity is not None:
+            source, external_id, meta = identity
+            if request.GET.get("assignmentId") == "ASSIGNMENT_ID_NOT_AVAILABLE":
+                return render(request, "ratings/preview.html", {"campaign": campaign})
+            rater = services.get_or_create_rater(
+                campaign, source=source, external_id=external_id, meta=meta
+            )
+            request.session.cycle_key()
+            remember_rater(request, campaign, rater)
+        # Drop the participant ids from the address bar, history and any later Referer.
+        return redirect("ratings:rate", slug=campaign.slug)
+    rater = session_rater(request, campaign)
+    if rater is None and request.user.is_authenticated:
+        rater = services.get_or_create_rater(campaign, user=request.user)
+        remember_rater(request, campaign, rater)
+    if rater is None:
+        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    if rater.blocked:
+        return render(request, "ratings/blocked.html", {"campaign": campaign})
+    if campaign.status != Campaign.Status.ACTIVE:
+        return render(request, "ratings/no_work.html", {"campaign": campaign, "closed": True})
+    if campaign.consent_text and rater.consented_at is None:
+        return render(request, "ratings/consent.html", {"campaign": campaign})
+    progress = selectors.rater_progress(rater, campaign)
+    config = {
+        "next_url": reverse("ratings:api-next", args=[campaign.slug]),
+        "submit_url_template": reverse(
+            "ratings:api-submit", args=[campaign.slug, "00000000-0000-0000-0000-000000000000"]
+        ),
+        "done_url": reverse("ratings:done", args=[campaign.slug]),
+    }
+    return render(request, "ratings/pair.html", {
+        "campaign": campaign, "progress": progress, "config": config,
+    })
+
+
+@require_POST
+def consent(request: HttpRequest, slug: str) -> HttpResponse:
+    campaign = _campaign(slug)
+    rater = session_rater(request, campaign)
+    if rater is None:
+        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    services.record_consent(rater)
+    return redirect("ratings:rate", slug=campaign.slug)
+
+
+@require_GET
+def done(request: HttpRequest, slug: str) -> HttpResponse:
+    """End page: completion code (and redirect) when the rater finished; otherwise explain."""
+    campaign = _campaign(slug)
+    rater = session_rater(request, campaign)
+    if rater is None:
+        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    if rater.blocked:
+        return render(request, "ratings/blocked.html", {"campaign": campaign})
+    result = services.next_assignments(rater.pk, holds=0)
+    if result.status == "finished":
+        return render(request, "ratings/done.html", {"campaign": campaign})
+    if result.status in ("no_work", "closed"):
+        return render(request, "ratings/no_work.html", {"campaign": campaign})
+    return redirect("ratings:rate", slug=campaign.slug)
+
+
+@require_GET
+def image(request: HttpRequest, token: str) -> FileResponse:
+    """A face image of the rater's own open assignment, by signed token; 404 otherwise."""
+    rater = None
+    token_rater = _token_rater(token)
+    if token_rater and token_rater in request.session.get(SESSION_KEY, {}).values():
+        rater = Rater.objects.filter(public_id=uuid.UUID(token_rater)).first()
+    face = selectors.image_for_token(token, rater)
+    if face is None:
+        raise Http404
+    response = private_file_response(face, "chip" if face.chip else "image")
+    # Cached only by this browser, briefly, so the preloaded next pair shows at once.
+    response["Cache-Control"] = "private, max-age=120"
+    response["Content-Disposition"] = 'inline; filename="face.png"'
+    return response
+
+
+def _token_rater(token: str) -> str | None:
+    try:
+        payload = signing.loads(token, salt=selectors.IMAGE_SALT)
+    except signing.BadSignature:
+        return None
+    value = payload.get("r") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and len(value) == 32 else None

@@ -1,0 +1,65 @@
+"""Fast test data: FaceImage rows with small generated PNGs in private storage."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import uuid
+
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from models_app.models import FaceImage
+from ratings.models import Campaign, Pair
+from ratings.services import create_pairs
+
+_counter = itertools.count()
+
+
+def png_bytes(seed: int, size: int = 24) -> bytes:
+    img = Image.new("RGB", (size, size), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_image() -> FaceImage:
+    n = next(_counter)
+    data = png_bytes(n)
+    image = FaceImage(
+        id=uuid.uuid4(), sha256=hashlib.sha256(data + uuid.uuid4().bytes).hexdigest(),
+        width=24, height=24,
+    )
+    image.file.save("x.png", ContentFile(data), save=False)
+    image.chip.save("x.png", ContentFile(data), save=False)
+    image.save()
+    return image
+
+
+def make_images(n: int) -> list[FaceImage]:
+    return [make_image() for _ in range(n)]
+
+
+def make_campaign(**overrides) -> Campaign:
+    n = next(_counter)
+    fields = dict(
+        name=f"Campaign {n}", slug=f"c{n}-{uuid.uuid4().hex[:6]}", status=Campaign.Status.ACTIVE,
+        judgments_per_pair=3, gold_rate=0.0, attention_rate=0.0, qualification_size=0,
+        consent_text="", instructions="Same person or not?", min_response_ms=300,
+        hold_timeout_s=300,
+    )
+    fields.update(overrides)
+    return Campaign.objects.create(**fields)
+
+
+def add_pairs(campaign: Campaign, n: int, kind: str = Pair.Kind.DEID, images=None) -> list[Pair]:
+    images = images or make_images(2)
+    items = []
+    for i in range(n):
+        a = images[(2 * i) % len(images)]
+        b = images[(2 * i + 1) % len(images)]
+        if kind == Pair.Kind.ATTENTION:
+            b = a  # identical images: the obvious answer is "same"
+        items.append({"image_a": a.pk, "image_b": b.pk, "kind": kind})
+    return create_pairs(campaign, items)
