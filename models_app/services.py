@@ -40,11 +40,14 @@ def ingest_image(
     kind: str = FaceImage.Kind.SOURCE,
     parent: FaceImage | None = None,
     multi_face_policy: str | None = None,
+    allow_no_face: bool = False,
 ) -> IngestResult:
     """Validate, detect, align and store one image file.
 
     Either both the files and the row exist afterwards, or neither does. A file whose
-    bytes were ingested before returns that image as a duplicate.
+    bytes were ingested before returns that image as a duplicate. ``allow_no_face`` keeps
+    an image without a detectable face (de-identified outputs: the failure is a result, not
+    bad input), stored with status rejected and no chip.
     """
     digest = hashlib.sha256(data).hexdigest()
     existing = FaceImage.objects.filter(sha256=digest).first()
@@ -65,6 +68,12 @@ def ingest_image(
         cnn_fallback=settings.DEID_DETECT_CNN_FALLBACK,
     )
     if found is None:
+        if allow_no_face:
+            image = FaceImage(
+                subject=subject, kind=kind, parent=parent, sha256=digest, width=img.width,
+                height=img.height, status=FaceImage.Status.REJECTED, reason="no_face", n_faces=0,
+            )
+            return _store(image, encode_png(img.rgb), None, ["no face found"])
         return IngestResult("rejected", code="no_face", detail="No face was found in the image.")
     policy = multi_face_policy or settings.DEID_MULTI_FACE_POLICY
     notes: list[str] = []
@@ -93,13 +102,16 @@ def ingest_image(
     return _store(image, encode_png(img.rgb), encode_png(found.chip), notes)
 
 
-def _store(image: FaceImage, file_png: bytes, chip_png: bytes, notes: list[str]) -> IngestResult:
+def _store(
+    image: FaceImage, file_png: bytes, chip_png: bytes | None, notes: list[str]
+) -> IngestResult:
     saved: list[str] = []
     try:
         image.file.save("face.png", ContentFile(file_png), save=False)
         saved.append(image.file.name)
-        image.chip.save("chip.png", ContentFile(chip_png), save=False)
-        saved.append(image.chip.name)
+        if chip_png is not None:
+            image.chip.save("chip.png", ContentFile(chip_png), save=False)
+            saved.append(image.chip.name)
         with transaction.atomic():
             image.save(force_insert=True)
     except IntegrityError:

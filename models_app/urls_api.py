@@ -1,7 +1,10 @@
 from rest_framework.routers import DefaultRouter
 
-from .api import FaceImageViewSet
+from .api import DeidJobViewSet, FaceImageViewSet, ModelVersionViewSet, TrainingRunViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("images", FaceImageViewSet, basename="faceimage")
+router.register("deid-jobs", DeidJobViewSet, basename="deid-job")
+router.register("training-runs", TrainingRunViewSet, basename="training-run")
+router.register("model-versions", ModelVersionViewSet, basename="api-model-version")
 urlpatterns = router.urls

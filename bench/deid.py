@@ -1,0 +1,454 @@
+"""De-identification engine on LFW faces: success, stop reasons, speed, score-A by the loop's
+proxy and by a held-out proxy, final score-B by the dlib runtime on the saved file, SSIM and
+mean absolute change, the loop's overhead, and a gallery PNG. Prints one JSON line last.
+
+Proxies (cached in ``--cache``, default /tmp/deid_bench): both are trained with the proxy
+package's ``train_proxy`` on LFW View-2 natural pairs (subject-disjoint folds) — the loop's
+proxy on folds 0-3 (seed 1), the held-out proxy on folds 4-7 (seed 2): other subjects, another
+seed, never used in the loop. Benchmark faces (first image of each) are subjects of folds 8-9, so
+both proxies are subject-disjoint from them. Context crops of the View-2 images are read from the proxy
+benchmark's cache (/tmp/deid_proxy_lfw) when it is there, else computed.
+
+    .venv/bin/python bench/deid.py [--faces 100] [--params style,pixels] [--batch 8]
+        [--batch1-faces 100] [--gallery /tmp/deid_gallery.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models_app.deid import loop  # noqa: E402
+from models_app.deid.metrics import mean_abs_change, ssim  # noqa: E402
+from models_app.deid.proxy import HumanProxyScorer  # noqa: E402
+from models_app.vision import faces  # noqa: E402
+
+DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"
+PROXY_CACHE = Path("/tmp/deid_proxy_lfw")
+# View-2 folds are subject-disjoint: the loop's proxy, the held-out proxy and the benchmark
+# faces each get their own folds.
+LOOP_FOLDS = [0, 1, 2, 3]
+HELDOUT_FOLDS = [4, 5, 6, 7]
+BENCH_FOLDS = [8, 9]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_rgb(path: Path | str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# --------------------------------------------------------------------------------------------
+# Proxies
+# --------------------------------------------------------------------------------------------
+
+
+def _contexts_for(lfw: Path, images: list[str]) -> np.ndarray:
+    """Context crops of these View-2 images: from the proxy benchmark's cache, else computed."""
+    info_f, ctx_f = PROXY_CACHE / "contexts.json", PROXY_CACHE / "contexts.npy"
+    if info_f.exists() and ctx_f.exists():
+        info = json.loads(info_f.read_text())
+        if info.get("complete"):
+            index = {k: i for i, k in enumerate(info["images"])}
+            if all(k in index for k in images):
+                arr = np.load(ctx_f, mmap_mode="r")
+                return np.stack([arr[index[k]] for k in images])
+    log(f"computing {len(images)} context crops")
+    out = np.zeros((len(images), 300, 300, 3), np.uint8)
+    for i, k in enumerate(images):
+        src = loop.prepare_source(load_rgb(lfw / "lfw-deepfunneled" / k), (0, 1, 2))
+        if src is not None:
+            out[i] = src.context
+    return out
+
+
+def _bank_for(model, lfw: Path, images: list[str]):
+    """ImageBank rows for ``images``: sliced from the proxy benchmark's bank when present."""
+    from models_app.proxy.data import ImageBank
+
+    # Any cached bank whose rows fit this model (the bank depends on taps/pooling only).
+    for f in sorted(PROXY_CACHE.glob("bank_*.safetensors")):
+        try:
+            bank = ImageBank.load(f)
+        except Exception:  # noqa: BLE001 - a cache being written or of another format
+            continue
+        index = {k: i for i, k in enumerate(bank.keys)}
+        fits = (
+            bank.identity.shape[1] == model.config.identity_dim
+            and bank.descriptors.shape[1] == model.descriptor_dim
+        )
+        if fits and all(k in index for k in images):
+            idx = torch.tensor([index[k] for k in images])
+            log(f"bank rows from {f}")
+            return ImageBank(images, bank.identity[idx], bank.small[idx], bank.descriptors[idx])
+    ctx = _contexts_for(lfw, images)
+    t0 = time.time()
+    parts = []
+    for i in range(0, len(images), 250):
+        parts.append(model.encode_images(ctx[i : i + 250], images[i : i + 250], batch_size=50))
+        log(f"bank {i + len(parts[-1])}/{len(images)} ({time.time() - t0:.0f} s)")
+    return ImageBank(
+        images,
+        *(torch.cat([getattr(b, k) for b in parts]) for k in ("identity", "small", "descriptors")),
+    )
+
+
+def ensure_proxy(name: str, folds: list[int], seed: int, lfw: Path, cache: Path):
+    from models_app.proxy import CorruptModelError
+    from models_app.proxy.data import PairTable, read_lfw_pairs
+    from models_app.proxy.io import load_proxy, save_proxy
+    from models_app.proxy.network import HumanProxy, ProxyMeta
+    from models_app.proxy.train import StopRules, TrainConfig, train_proxy
+
+    tag = f"{name}_f{folds[0]}-{folds[-1]}_s{seed}"
+    path = cache / f"proxy_{tag}.safetensors"
+    info_path = cache / f"proxy_{tag}.json"
+    if path.exists() and info_path.exists():
+        try:
+            return load_proxy(path), json.loads(info_path.read_text())
+        except CorruptModelError as exc:  # the proxy package changed: train again
+            log(f"cached proxy {name} unusable ({exc}); retraining")
+    all_folds = read_lfw_pairs(lfw / "pairs.txt")
+    pairs = PairTable([p for f in folds for p in all_folds[f].pairs])
+    images = pairs.image_keys
+    log(f"proxy {name}: {len(pairs)} pairs, {len(images)} images, {len(pairs.subjects)} subjects")
+    bank = _bank_for(HumanProxy(), lfw, images)
+    cfg = TrainConfig(seed=seed, stop=StopRules(max_epochs=25, patience=4))
+    res = train_proxy(
+        bank, pairs, cfg, meta=ProxyMeta(prior=True, description=f"deid bench {name}")
+    )
+    save_proxy(res.model, path)
+    info = {
+        "name": name,
+        "folds": folds,
+        "seed": seed,
+        "subjects": sorted(pairs.subjects),
+        "n_pairs": res.n_pairs,
+        "stop_reason": res.stop_reason,
+        "val_auc": res.val_metrics["full"].get("auc"),
+        "val_accuracy": res.val_metrics["full"].get("accuracy"),
+        "seconds": round(res.seconds, 1),
+    }
+    info_path.write_text(json.dumps(info))
+    log(f"proxy {name}: trained in {res.seconds:.0f} s, val {res.val_metrics['full']}")
+    return res.model, info
+
+
+# --------------------------------------------------------------------------------------------
+# Faces
+# --------------------------------------------------------------------------------------------
+
+
+def benchmark_faces(lfw: Path, n: int, subjects: set[str]) -> list[tuple[str, loop.DeidSource]]:
+    names = sorted(s for s in subjects if (lfw / "lfw-deepfunneled" / s).is_dir())
+    step = max(1, len(names) // (n + n // 5 + 1))
+    out = []
+    for name in names[::step]:
+        first = sorted((lfw / "lfw-deepfunneled" / name).glob("*.jpg"))[:1]
+        src = loop.prepare_source(load_rgb(first[0])) if first else None
+        if src is not None:
+            out.append((name, src))
+        if len(out) == n:
+            break
+    return out
+
+
+def network_seconds(scorer: HumanProxyScorer, batch: int, samples: int, reps: int = 7) -> float:
+    """Median time of the network passes one iteration needs at this batch size: the CFRU
+    forward+backward on plain + EOT chips and the proxy's head forward+backward."""
+    from models_app.vision.dlib_resnet import get_dlib_resnet
+
+    net = get_dlib_resnet("cpu")
+    times = []
+    src = torch.rand(batch, 3, 300, 300) * 255
+    for _ in range(reps):
+        out = (torch.rand(batch, 3, 300, 300) * 255).requires_grad_(True)
+        chips = torch.rand(batch * (1 + samples), 3, 150, 150) * 255
+        chips.requires_grad_(True)
+        t0 = time.perf_counter()
+        emb, taps = net.features(chips)
+        p = scorer.logit_with_features(
+            src, out, emb[:batch], {k: v[:batch] for k, v in taps.items()}
+        )
+        (p.sum() + emb.sum() + sum(v.sum() for v in taps.values())).backward()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation of one output
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(src: loop.DeidSource, res: loop.DeidResult, out_dir: Path, key: str, proxies, cfg):
+    from PIL import Image
+
+    path = out_dir / f"{key}.png"
+    Image.fromarray(res.photo).save(path)  # what the platform stores: lossless PNG
+    fin = loop.score_saved_output(src.chip, str(path), tau_b=cfg.tau_b)
+    saved_rgb = load_rgb(path)
+    fresh = faces.detect_and_align(saved_rgb)
+    ctx_fresh = (
+        faces.context_crop(saved_rgb, fresh.box, fresh.landmarks) if fresh is not None else None
+    )
+    s = torch.from_numpy(src.context).permute(2, 0, 1)[None].float()
+    scores = {}
+    with torch.no_grad():
+        for name, model in proxies.items():
+            o = torch.from_numpy(res.context).permute(2, 0, 1)[None].float()
+            scores[f"a_{name}"] = float(model(s, o))
+            if ctx_fresh is not None:
+                of = torch.from_numpy(ctx_fresh).permute(2, 0, 1)[None].float()
+                scores[f"a_{name}_saved"] = float(model(s, of))
+    return {
+        "key": key,
+        "stop_reason": res.stop_reason,
+        "iterations": res.iterations,
+        "best_iteration": res.best_iteration,
+        "a_in_loop": res.score_a,
+        "b_in_loop": res.score_b,
+        "final_detected": fin.detected,
+        "final_b": fin.score_b,
+        "final_distance": fin.score.per_cfru[0].distance if fin.score else None,
+        "ssim": ssim(src.context, res.context),
+        "mac": mean_abs_change(src.context, res.context),
+        "seconds": res.seconds,
+        "iter_seconds": [r.seconds for r in res.records if r.iteration > 0],
+        **scores,
+    }
+
+
+def summarise(rows: list[dict], cfg: loop.DeidConfig) -> dict:
+    n = len(rows)
+    succ = [r for r in rows if r["stop_reason"] == loop.STOP_SUCCESS]
+    held = [r for r in succ if r.get("a_heldout_saved", r["a_heldout"]) <= cfg.tau_a]
+
+    def mean(key, rs=rows):
+        v = [r[key] for r in rs if r.get(key) is not None]
+        return float(np.mean(v)) if v else None
+
+    reasons: dict[str, int] = {}
+    for r in rows:
+        reasons[r["stop_reason"]] = reasons.get(r["stop_reason"], 0) + 1
+    return {
+        "faces": n,
+        "success_rate": len(succ) / n if n else None,
+        "success_and_heldout_rate": len(held) / n if n else None,
+        "stop_reasons": reasons,
+        "iterations_mean": mean("iterations"),
+        "iterations_median": float(np.median([r["iterations"] for r in rows])) if rows else None,
+        "a_loop_proxy_mean": mean("a_loop"),
+        "a_loop_proxy_saved_mean": mean("a_loop_saved"),
+        "a_heldout_proxy_mean": mean("a_heldout"),
+        "a_heldout_proxy_saved_mean": mean("a_heldout_saved"),
+        "heldout_le_tau_a_rate": (
+            float(np.mean([r.get("a_heldout_saved", r["a_heldout"]) <= cfg.tau_a for r in rows]))
+            if rows
+            else None
+        ),
+        "final_b_mean": mean("final_b"),
+        "final_b_ge_tau_b_rate_all": float(np.mean([r["final_b"] >= cfg.tau_b for r in rows])),
+        "final_b_ge_tau_b_rate_successes": (
+            float(np.mean([r["final_b"] >= cfg.tau_b for r in succ])) if succ else None
+        ),
+        "final_detected_rate": float(np.mean([r["final_detected"] for r in rows])),
+        "ssim_mean": mean("ssim"),
+        "mac_mean": mean("mac"),
+    }
+
+
+def gallery(path: Path, sources, outputs: dict[str, dict[str, np.ndarray]], rows_by, n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = list(outputs)
+    n = min(n, len(sources))
+    fig, axes = plt.subplots(n, 1 + len(params), figsize=(2.6 * (1 + len(params)), 2.9 * n))
+    axes = np.atleast_2d(axes)
+    for i in range(n):
+        key, src = sources[i]
+        axes[i, 0].imshow(src.context)
+        axes[i, 0].set_title("source", fontsize=8)
+        for j, p in enumerate(params):
+            r = rows_by[p].get(key)
+            if r is None:
+                continue
+            axes[i, j + 1].imshow(outputs[p][key])
+            axes[i, j + 1].set_title(
+                f"{p}: {r['stop_reason']}\nA loop {r['a_loop']:.2f} held-out {r['a_heldout']:.2f}"
+                f"\nB final {r['final_b']:.2f} SSIM {r['ssim']:.2f}",
+                fontsize=7,
+            )
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run_param(pname: str, sources, proxies, loop_proxy, args):
+    """Batched run over all faces (quality figures), then batch 1 (timing) on a subset."""
+    cfg = loop.DeidConfig(parameterisation=pname, max_iterations=args.max_iterations)
+    out_dir = args.cache / "outputs" / pname
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, outputs = {}, {}
+    t0 = time.perf_counter()
+    done = 0
+    for i in range(0, len(sources), args.batch):
+        if args.budget_minutes and time.perf_counter() - t0 > 60 * args.budget_minutes:
+            log(f"{pname}: time budget spent after {done} faces; reporting those")
+            break
+        chunk = sources[i : i + args.batch]
+        results = loop.run_deid_batch([s for _, s in chunk], loop_proxy, cfg, device="cpu")
+        for (key, src), res in zip(chunk, results, strict=True):
+            rows[key] = evaluate(src, res, out_dir, key, proxies, cfg)
+            outputs[key] = res.context
+            with open(args.cache / f"rows_{pname}.jsonl", "a") as fh:
+                fh.write(json.dumps(rows[key]) + "\n")
+        done += len(chunk)
+        log(f"{pname} batched {i + len(chunk)}/{len(sources)}")
+    batched_seconds = time.perf_counter() - t0
+    b1_rows = []
+    for key, src in sources[: args.batch1_faces]:
+        res = loop.run_deid(src, loop_proxy, cfg, device="cpu")
+        b1_rows.append(evaluate(src, res, out_dir, key + "_b1", proxies, cfg))
+    log(f"{pname} batch-1 {len(b1_rows)} faces done")
+    it_s = [s for r in b1_rows for s in r["iter_seconds"]]
+    net_s1 = network_seconds(loop_proxy, 1, cfg.eot.samples)
+    net_sb = network_seconds(loop_proxy, args.batch, cfg.eot.samples)
+    it_b = [s for r in rows.values() for s in r["iter_seconds"]]
+    med_it = float(np.median(it_s)) if it_s else None
+    summary = {
+        "batched": summarise(list(rows.values()), cfg),
+        "batch1": summarise(b1_rows, cfg) if b1_rows else None,
+        "batch1_faces": len(b1_rows),
+        "seconds_per_face_batch1": (
+            float(np.mean([r["seconds"] for r in b1_rows])) if b1_rows else None
+        ),
+        "seconds_per_face_batched": batched_seconds / max(1, done),
+        "batch": args.batch,
+        "seconds_per_iteration_batch1_median": med_it,
+        "seconds_for_90_iterations_batch1": 90 * med_it if med_it else None,
+        "seconds_per_iteration_batched_median": float(np.median(it_b)) if it_b else None,
+        "network_seconds_per_iteration_batch1": net_s1,
+        "network_seconds_per_iteration_batched": net_sb,
+        "overhead_batch1": med_it / net_s1 if med_it else None,
+        "overhead_batched": float(np.median(it_b)) / net_sb if it_b else None,
+    }
+    log(f"{pname}: {json.dumps(summary)}")
+    return summary, rows, outputs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/deid_bench"))
+    ap.add_argument("--faces", type=int, default=100)
+    ap.add_argument("--params", default="style,pixels")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch1-faces", type=int, default=100, help="faces also run at batch 1")
+    ap.add_argument("--max-iterations", type=int, default=90)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gallery", type=Path, default=Path("/tmp/deid_gallery.png"))
+    ap.add_argument("--gallery-rows", type=int, default=12)
+    ap.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=0.0,
+        help="stop starting new batches after this long (0: no limit)",
+    )
+    ap.add_argument("--train-only", default="", help="train (and cache) these proxies only")
+    ap.add_argument("--merge", default="", help="also report these params from earlier runs")
+    args = ap.parse_args()
+    if not (args.lfw / "lfw-deepfunneled").is_dir():
+        sys.exit(f"LFW not found at {args.lfw} (../shared/data is absent)")
+    torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
+
+    which = args.train_only or "loop,heldout"
+    if "loop" in which:
+        loop_model, loop_info = ensure_proxy("loop", LOOP_FOLDS, 1, args.lfw, args.cache)
+    if "heldout" in which:
+        held_model, held_info = ensure_proxy("heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache)
+    if args.train_only:
+        return
+    loop_proxy = HumanProxyScorer(loop_model)
+    held_proxy = HumanProxyScorer(held_model)
+    proxies = {"loop": loop_proxy, "heldout": held_proxy}
+
+    from models_app.proxy.data import read_lfw_pairs
+
+    folds = read_lfw_pairs(args.lfw / "pairs.txt")
+    bench_subjects = {s for f in BENCH_FOLDS for s in folds[f].subjects}
+    sources = benchmark_faces(args.lfw, args.faces, bench_subjects)
+    log(f"{len(sources)} benchmark faces (subjects of View-2 folds {BENCH_FOLDS})")
+
+    summary: dict[str, dict] = {}
+    rows_by: dict[str, dict[str, dict]] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for pname in [p for p in args.params.split(",") if p]:
+        summary[pname], rows_by[pname], outputs[pname] = run_param(
+            pname, sources, proxies, loop_proxy, args
+        )
+        # Per-parameterisation results on disk, so runs can go in parallel and --merge
+        # assembles the gallery and the JSON.
+        (args.cache / f"summary_{pname}.json").write_text(json.dumps(summary[pname]))
+        (args.cache / f"rows_{pname}.json").write_text(json.dumps(rows_by[pname]))
+        keys = [k for k, _ in sources[: args.gallery_rows] if k in outputs[pname]]
+        np.savez_compressed(
+            args.cache / f"gallery_{pname}.npz", **{k: outputs[pname][k] for k in keys}
+        )
+    for pname in [p for p in args.merge.split(",") if p and p not in summary]:
+        summary[pname] = json.loads((args.cache / f"summary_{pname}.json").read_text())
+        rows_by[pname] = json.loads((args.cache / f"rows_{pname}.json").read_text())
+        with np.load(args.cache / f"gallery_{pname}.npz") as z:
+            outputs[pname] = {k: z[k] for k in z.files}
+
+    args.gallery.parent.mkdir(parents=True, exist_ok=True)
+    gallery(args.gallery, sources, outputs, rows_by, args.gallery_rows)
+    (args.cache / "rows.json").write_text(json.dumps(rows_by))
+    result = {
+        "bench": "deid",
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "host": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "faces": len(sources),
+        "max_iterations": args.max_iterations,
+        "config_defaults": loop.DeidConfig().to_dict(),
+        "proxies": {
+            "loop": {k: v for k, v in loop_info.items() if k != "subjects"},
+            "heldout": {k: v for k, v in held_info.items() if k != "subjects"},
+        },
+        "gallery": str(args.gallery),
+        "results": summary,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Score-A for the loop: the human proxy behind the loop's small :class:`~.loop.ScoreAProxy`
+protocol, plus a stand-in for tests.
+
+:class:`HumanProxyScorer` wraps :class:`models_app.proxy.network.HumanProxy` and saves two of
+its three network passes per iteration: the source side is encoded once (it never changes),
+and the output side reuses the CFRU pass the loop already makes on the output chip for formula
+A (``logit_with_features``) — the proxy's identity branch is the same frozen dlib ResNet on
+the same central chip, so the numbers are those of ``model(src, out)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class HumanProxyScorer:
+    """``scorer(src, out)`` -> P(same); ``logit``/``logit_with_features`` -> its log-odds."""
+
+    def __init__(self, model: Any, branch: str = "full") -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.branch = branch
+        # The source's encoding, cached for the tensor object it came from (a strong reference:
+        # a freed tensor's address can be reused by the next job's source, so an address-based
+        # key could silently score against another face).
+        self._src_tensor: torch.Tensor | None = None
+        self._src_version = -1
+        self._src: Any = None
+
+    def _source_inputs(self, src: torch.Tensor) -> Any:
+        if src is not self._src_tensor or src._version != self._src_version:
+            with torch.no_grad():
+                self._src = self.model.image_inputs(src, self.branch == "full")
+            self._src_tensor, self._src_version = src, src._version
+        return self._src
+
+    def _logit(self, a: Any, b: Any) -> torch.Tensor:
+        fused, app = self.model.logits_from_inputs(a, b)
+        return self.model.calibrate_logit(fused if self.branch == "full" else app, self.branch)
+
+    def logit(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Calibrated log-odds of "same" (N,): sigmoid of it is P(same). The loop descends
+        this, not P, because P saturates at 1.0 in float32 for clear matches (zero gradient)."""
+        b = self.model.image_inputs(out, self.branch == "full")
+        return self._logit(self._source_inputs(src), b)
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(src, out))
+
+    def logit_with_features(
+        self,
+        src: torch.Tensor,
+        out: torch.Tensor,
+        emb: torch.Tensor,
+        taps: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`logit` with the output's CFRU features (Θ0 and taps of its plain central
+        chip) given, as ``DlibResNet.features`` returns them."""
+        from models_app.proxy.network import ImageInputs
+
+        m = self.model
+        pooled = [
+            taps[t] if taps[t].dim() == 2 else taps[t].mean(dim=(2, 3)) for t in m.config.taps
+        ]
+        ident = torch.cat([emb, *pooled], dim=1)
+        small = m.appearance_input(out)
+        b = ImageInputs(ident, small, m.appearance.descriptors(small))
+        return self._logit(self._source_inputs(src), b)
+
+
+class AppearanceStandIn:
+    """A tiny differentiable stand-in proxy for tests: P(same) falls as the low-frequency
+    appearance (8x8 colour layout) of the two crops drifts apart. Not a model of people."""
+
+    def __init__(self, scale: float = 6.0, offset: float = 3.0) -> None:
+        self.scale = scale
+        self.offset = offset
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        a = F.adaptive_avg_pool2d(src, 8)
+        b = F.adaptive_avg_pool2d(out, 8)
+        rms = ((a - b).pow(2).mean(dim=(1, 2, 3)) + 1e-6).sqrt()  # eps: finite grad at 0
+        return torch.sigmoid(self.offset - rms / self.scale)

@@ -1,0 +1,199 @@
+"""The loop: stop rules, records, modes, batching, cancel, resume, compositing, final score-B.
+
+Uses a stand-in proxy (the real one is trained elsewhere) and few iterations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models_app.deid import loop
+from models_app.deid.composite import composite
+from models_app.deid.eot import EOTConfig
+from models_app.deid.proxy import AppearanceStandIn
+from models_app.vision import faces
+
+FAST_EOT = EOTConfig(jpeg_prob=0.5, confirm_samples=2)
+
+
+class ConstantProxy:
+    """P(same) stuck at a value (never success), still differentiable."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self.p + 0.0 * out.mean(dim=(1, 2, 3))
+
+
+def _cfg(**kw) -> loop.DeidConfig:
+    base = {"max_iterations": 4, "eot": FAST_EOT}
+    base.update(kw)
+    return loop.DeidConfig(**base)
+
+
+def test_success_stops_and_records_every_iteration(synthetic_context):
+    net = None  # the real dlib ResNet port
+    records, states = [], []
+    res = loop.run_deid(
+        loop.DeidSource(synthetic_context),
+        AppearanceStandIn(),
+        _cfg(max_iterations=12, tau_a=0.6),
+        on_iteration=lambda r, ck: (records.append(r), states.append(ck)),
+        device="cpu",
+        network=net,
+    )
+    assert res.stop_reason == loop.STOP_SUCCESS
+    assert [r.iteration for r in records] == list(range(len(records)))
+    first, last = records[0], records[-1]
+    assert first.iteration == 0 and first.score_a > 0.9  # the unmodified source
+    assert last.success and last.confirmed and last.score_a <= 0.6 and last.score_b_min >= 0.5
+    assert res.best_iteration == last.iteration and res.score_a == pytest.approx(last.score_a)
+    assert {"theta0_distance", "score_a_term", "formula_a", "prior", "tap_stem"} <= set(last.loss)
+    assert last.per_cfru[0]["name"] == "torch_dlib_resnet_v1"
+    assert res.context.shape == (300, 300, 3) and res.context.dtype == np.uint8
+    assert not np.array_equal(res.context, synthetic_context)
+    assert res.photo is None  # no photo given: nothing to composite
+    assert states[-1]().done == [loop.STOP_SUCCESS]
+
+
+def test_max_iterations_and_convergence(synthetic_context, tiny_cfru):
+    net = tiny_cfru
+    src = loop.DeidSource(synthetic_context)
+    res = loop.run_deid(src, ConstantProxy(0.9), _cfg(max_iterations=3), device="cpu", network=net)
+    assert res.stop_reason == loop.STOP_MAX_ITERATIONS
+    assert [r.iteration for r in res.records] == [0, 1, 2, 3]
+    res = loop.run_deid(
+        src,
+        ConstantProxy(0.9),
+        _cfg(max_iterations=50, convergence_window=2, convergence_eps=0.01),
+        device="cpu",
+        network=net,
+    )
+    assert res.stop_reason == loop.STOP_CONVERGED and len(res.records) == 3
+
+
+def test_cancel(synthetic_context, tiny_cfru):
+    net = tiny_cfru
+    res = loop.run_deid(
+        loop.DeidSource(synthetic_context),
+        ConstantProxy(0.9),
+        _cfg(),
+        should_stop=lambda: True,
+        device="cpu",
+        network=net,
+    )
+    assert res.stop_reason == loop.STOP_CANCELLED and len(res.records) == 1
+
+
+@pytest.mark.parametrize("mode", ["restart", "evolve"])
+def test_resume_continues_exactly(synthetic_context, mode, tiny_cfru):
+    net = tiny_cfru
+    src = loop.DeidSource(synthetic_context)
+    cfg = _cfg(max_iterations=4, mode=mode, tau_a=0.05)
+    full, saved = [], {}
+
+    def keep(r, ck):
+        full.append(r)
+        if r.iteration == 1:
+            saved["blob"] = ck().to_bytes()
+
+    ref = loop.run_deid(src, AppearanceStandIn(), cfg, on_iteration=keep, device="cpu", network=net)
+    state = loop.DeidState.from_bytes(saved["blob"])
+    assert state.iteration == 2 and (state.base is not None) == (mode == "evolve")
+    resumed = loop.run_deid(src, AppearanceStandIn(), cfg, resume=state, device="cpu", network=net)
+    assert [r.iteration for r in resumed.records] == [r.iteration for r in full[2:]]
+    assert len(full) >= 4
+    for a, b in zip(resumed.records, full[2:], strict=True):
+        assert a.score_a == pytest.approx(b.score_a, abs=1e-4)
+        assert a.score_b == pytest.approx(b.score_b, abs=1e-4)
+    assert resumed.stop_reason == ref.stop_reason
+    assert np.abs(resumed.context.astype(int) - ref.context.astype(int)).max() <= 1
+
+
+def test_resume_refuses_another_parameterisation(synthetic_context, tiny_cfru):
+    net = tiny_cfru
+    src = loop.DeidSource(synthetic_context)
+    blob = {}
+    loop.run_deid(
+        src,
+        ConstantProxy(0.9),
+        _cfg(max_iterations=1),
+        on_iteration=lambda r, ck: blob.setdefault("s", ck()),
+        device="cpu",
+        network=net,
+    )
+    with pytest.raises(ValueError, match="parameterisation"):
+        loop.run_deid(
+            src,
+            ConstantProxy(0.9),
+            _cfg(parameterisation="pixels"),
+            resume=blob["s"],
+            device="cpu",
+            network=net,
+        )
+
+
+def test_batch_faces_stop_independently(synthetic_context, tiny_cfru):
+    net = tiny_cfru
+    easy = loop.DeidSource(synthetic_context)
+    hard = loop.DeidSource(np.full((300, 300, 3), 128, np.uint8))
+
+    class Mixed:
+        def __call__(self, src, out):
+            p = AppearanceStandIn()(src, out)
+            # The flat grey face never gets below τA.
+            return torch.where(src.std(dim=(1, 2, 3)) < 1, 0.9 + 0.0 * p, p)
+
+    cfg = _cfg(max_iterations=8, tau_a=0.6, convergence_window=50)
+    res = loop.run_deid_batch([easy, hard], Mixed(), cfg, device="cpu", network=net)
+    assert res[0].stop_reason == loop.STOP_SUCCESS
+    assert res[1].stop_reason == loop.STOP_MAX_ITERATIONS
+    assert len(res[0].records) < len(res[1].records) == 9
+
+
+def test_pixels_baseline_runs(synthetic_context, tiny_cfru):
+    net = tiny_cfru
+    res = loop.run_deid(
+        loop.DeidSource(synthetic_context),
+        AppearanceStandIn(),
+        _cfg(parameterisation="pixels", max_iterations=2),
+        device="cpu",
+        network=net,
+    )
+    diff = np.abs(res.context.astype(int) - synthetic_context.astype(int))
+    assert diff.max() <= 13  # pixels_eps 12 plus rounding
+
+
+def test_composite_round_trip_on_a_real_photo(portrait_source):
+    s = portrait_source
+    # Difference mode (what the loop uses): an unchanged crop leaves the photo as it was.
+    same = composite(s.photo, s.context, s.box, s.landmarks, context_src=s.context)
+    assert np.abs(same.astype(int) - s.photo).max() <= 1
+    # Both modes put the change where the crop came from: re-cropping gives it back.
+    inverted = 255 - s.context
+    changed = composite(s.photo, inverted, s.box, s.landmarks)
+    again = faces.context_crop(changed, s.box, s.landmarks).astype(float)
+    assert np.abs(again - inverted)[40:260, 40:260].mean() < 3.0
+    brighter = np.clip(s.context.astype(int) + 30, 0, 255).astype(np.uint8)
+    changed = composite(s.photo, brighter, s.box, s.landmarks, context_src=s.context)
+    again = faces.context_crop(changed, s.box, s.landmarks).astype(float)
+    assert np.abs(again - brighter)[40:260, 40:260].mean() < 3.0
+
+
+def test_final_score_b_on_the_saved_file(portrait_source, tmp_path):
+    net = None  # the real dlib ResNet port
+    from PIL import Image
+
+    s = portrait_source
+    res = loop.run_deid(s, AppearanceStandIn(), _cfg(max_iterations=1), device="cpu", network=net)
+    assert res.photo is not None and res.photo.shape == s.photo.shape
+    path = tmp_path / "out.png"
+    Image.fromarray(res.photo).save(path)
+    fin = loop.score_saved_output(s.chip, str(path))
+    assert fin.detected and fin.score.per_cfru[0].name == "dlib_resnet_v1"
+    assert fin.matches and fin.score_b >= 0.5
+    blank = loop.score_saved_output(s.chip, np.zeros((200, 200, 3), np.uint8))
+    assert not blank.detected and blank.score_b == 0.0

@@ -1,0 +1,45 @@
+"""Real faces in the database (LFW photos, ingested for real) and human labels on pairs of
+them, for training the human proxy end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models_app.models import FaceImage
+from models_app.services import get_or_create_subject, ingest_image
+
+
+def lfw_subjects(lfw_dir: Path, n_subjects: int, per_subject: int) -> list[list[Path]]:
+    out = []
+    for d in sorted(p for p in lfw_dir.iterdir() if p.is_dir()):
+        files = sorted(d.glob("*.jpg"))
+        if len(files) >= per_subject:
+            out.append(files[:per_subject])
+            if len(out) == n_subjects:
+                break
+    return out
+
+
+def ingest_subjects(lfw_dir: Path, n_subjects: int = 10, per_subject: int = 3) -> list[list[FaceImage]]:
+    groups = []
+    for i, files in enumerate(lfw_subjects(lfw_dir, n_subjects, per_subject)):
+        subject = get_or_create_subject(f"subject-{i:03d}", source="test")
+        imgs = [ingest_image(f.read_bytes(), subject=subject).image for f in files]
+        groups.append([im for im in imgs if im is not None])
+    return groups
+
+
+def label_pairs(groups: list[list[FaceImage]], campaign) -> int:
+    """Human labels: same-subject pairs judged mostly "same", cross-subject mostly "different"."""
+    from ratings.models import Pair, PairLabel
+
+    items = []
+    for gi, imgs in enumerate(groups):
+        items += [(imgs[0], imgs[1], 0.9), (imgs[1], imgs[2], 0.8)]
+        items += [(imgs[2], other[0], 0.1) for other in groups[gi + 1 :]]
+    for a, b, score in items:
+        pair = Pair.objects.create(campaign=campaign, image_a=a, image_b=b, kind="deid")
+        PairLabel.objects.create(
+            pair=pair, score_a=score, same=score > 0.5, n_judgments=3, method="dawid_skene"
+        )
+    return len(items)

@@ -1,0 +1,191 @@
+"""De-identification jobs through the API, a real worker, the database and the file store:
+parameters, the trajectory, the output, its pair, cancel, resume after a killed worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from models_app import jobs_runner, registry
+from models_app.models import DeidIteration, DeidJob, FaceImage, ModelKind
+from models_app.services import get_or_create_subject, ingest_image
+
+FAST = {"max_iterations": 3, "convergence_window": 2, "eot": {"confirm_samples": 1}}
+
+
+def _promote_untrained_proxy():
+    """A real HumanProxy network (untrained weights): enough to drive the loop in tests."""
+    import torch
+
+    from models_app.proxy.io import proxy_to_bytes
+    from models_app.proxy.network import HumanProxy, ProxyMeta
+
+    torch.manual_seed(0)
+    model = HumanProxy(meta=ProxyMeta(prior=True, description="test"))
+    v = registry.register_version(
+        kind=ModelKind.HUMAN_PROXY, weights=proxy_to_bytes(model), config={}, metrics={},
+        is_prior=True,
+    )
+    return registry.promote(v)
+
+
+@pytest.fixture
+def source(face_jpeg) -> FaceImage:
+    return ingest_image(face_jpeg, subject=get_or_create_subject("subject-1")).image
+
+
+@pytest.fixture
+def proxy(db, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        return _promote_untrained_proxy()
+
+
+def _post(client, body):
+    return client.post("/api/deid-jobs/", body, content_type="application/json")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"loss": {"lambda0": -1}}, "params.loss.lambda0"),
+        ({"tau_a": 1.5}, "params.tau_a"),
+        ({"tau_b": -0.1}, "params.tau_b"),
+        ({"ensemble": {"cfrus": ["no_such_cfru"]}}, "params.ensemble"),
+        ({"parameterisation": "gan"}, "params.parameterisation"),
+        ({"max_iterations": 0}, "params.max_iterations"),
+        ({"bogus": 1}, "params.bogus"),
+    ],
+)
+def test_invalid_parameters_name_the_field(staff_client, source, proxy, params, field):
+    r = _post(staff_client, {"image": str(source.pk), "params": params})
+    assert r.status_code == 400, r.content
+    assert r.json()["errors"][0]["field"] == field
+    assert not DeidJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rejected_image_unknown_image_and_missing_proxy(staff_client, source, face_jpeg):
+    r = _post(staff_client, {"image": str(source.pk)})
+    assert r.status_code == 409 and r.json()["errors"][0]["code"] == "no_promoted_proxy"
+    _promote_untrained_proxy()
+    FaceImage.objects.filter(pk=source.pk).update(status="rejected")
+    r = _post(staff_client, {"image": str(source.pk)})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "image"
+    r = _post(staff_client, {"image": "00000000-0000-0000-0000-000000000000"})
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "image"
+    r = _post(staff_client, {})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "image"
+    assert not DeidJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_non_staff_cannot_start_jobs(client, django_user_model, source, proxy):
+    client.force_login(django_user_model.objects.create_user("rater", password="pw"))
+    assert _post(client, {"image": str(source.pk)}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_cancel_and_batch(staff_client, source, proxy, lfw_dir, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as sent:
+        r = _post(staff_client, {"image": str(source.pk), "params": FAST})
+    assert r.status_code == 201 and len(sent) == 1  # the task goes out on commit
+    job_id = r.json()["id"]
+    assert r.json()["params"]["tau_a"] == 0.3 and r.json()["params"]["max_iterations"] == 3
+    r = staff_client.post(f"/api/deid-jobs/{job_id}/cancel/")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = staff_client.post(f"/api/deid-jobs/{job_id}/cancel/")
+    assert r.status_code == 409
+    # A batch over a subject: one job per source image of it.
+    subject = get_or_create_subject("subject-2")
+    for f in sorted((lfw_dir / "Abdullah_Gul").glob("*.jpg"))[:2]:
+        ingest_image(f.read_bytes(), subject=subject)
+    with django_capture_on_commit_callbacks() as sent:
+        r = staff_client.post(
+            "/api/deid-jobs/batch/", {"subjects": [str(subject.pk)], "params": FAST},
+            content_type="application/json",
+        )
+    assert r.status_code == 201, r.content
+    assert len(r.json()) == 2 and len(sent) == 2
+    assert len({j["batch"] for j in r.json()}) == 1
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_job_runs_on_the_worker_and_feeds_a_campaign(staff_client, settings, celery_worker_process, face_jpeg):
+    from ratings.models import Pair
+    from tests.ratings.factories import make_campaign
+
+    settings.MEDIA_ROOT = celery_worker_process.media_root
+    _promote_untrained_proxy()
+    src = ingest_image(face_jpeg, subject=get_or_create_subject("subject-1")).image
+    campaign = make_campaign()
+    r = _post(staff_client, {"image": str(src.pk), "params": FAST, "campaign": campaign.pk})
+    assert r.status_code == 201, r.content
+    job_id = r.json()["id"]
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        job = DeidJob.objects.get(pk=job_id)
+        if job.status not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    assert job.status in ("succeeded", "finished"), job.error
+    assert job.stop_reason in ("success", "converged", "max_iterations")
+    detail = staff_client.get(f"/api/deid-jobs/{job_id}/").json()
+    traj = detail["trajectory"]
+    assert [t["index"] for t in traj] == list(range(job.iterations_done + 1))
+    assert all(0 <= t["score_a"] <= 1 and 0 <= t["score_b"] <= 1 for t in traj)
+    out = job.output
+    assert out.kind == "output" and out.parent_id == src.pk and out.subject_id == src.subject_id
+    assert job.final_detail["detected_in_saved_file"] in (True, False)
+    assert job.final_score_b == job.final_detail["saved_file_score_b"]
+    pair = Pair.objects.get(campaign=campaign)
+    assert (pair.image_a_id, pair.image_b_id, str(pair.deid_job_id)) == (src.pk, out.pk, job_id)
+    assert not job.checkpoint  # removed once the output exists
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
+    job = DeidJob.objects.create(source=source, params={**FAST, "max_iterations": 4,
+                                 "convergence_window": 50}, proxy_version=proxy)
+    real = jobs_runner._record
+
+    class Killed(BaseException):
+        pass
+
+    def dying(job_, rec, cp):
+        real(job_, rec, cp)
+        if rec.iteration == 2:
+            raise Killed  # as if the process died right after committing iteration 2
+
+    monkeypatch.setattr(jobs_runner, "_record", dying)
+    with pytest.raises(Killed):
+        jobs_runner.execute_deid_job(str(job.pk))
+    job.refresh_from_db()
+    assert job.status == "running" and job.iterations_done == 2 and job.checkpoint
+    assert list(job.iterations.values_list("index", flat=True)) == [0, 1, 2]
+
+    monkeypatch.setattr(jobs_runner, "_record", real)
+    out = jobs_runner.execute_deid_job(str(job.pk))  # the redelivered task
+    job.refresh_from_db()
+    assert out["status"] in ("succeeded", "finished") and job.attempts == 2
+    idx = list(DeidIteration.objects.filter(job=job).values_list("index", flat=True))
+    assert idx == list(range(job.iterations_done + 1))
+    assert FaceImage.objects.filter(kind="output").count() == 1
+    # A third delivery finds the job done and does nothing.
+    assert jobs_runner.execute_deid_job(str(job.pk))["skipped"] is True
+    assert FaceImage.objects.filter(kind="output").count() == 1
+
+
+@pytest.mark.django_db
+def test_promotion_rescores_finished_outputs(source, proxy):
+    job = DeidJob.objects.create(source=source, params=FAST, proxy_version=proxy)
+    jobs_runner.execute_deid_job(str(job.pk))
+    job.refresh_from_db()
+    assert job.current_proxy_id == proxy.pk
+    v2 = _promote_untrained_proxy()
+    out = jobs_runner.rescore_outputs(str(v2.pk))
+    job.refresh_from_db()
+    assert out["rescored"] == 1 and job.current_proxy_id == v2.pk
+    assert 0.0 <= job.current_score_a <= 1.0
