@@ -133,6 +133,14 @@ def _remove(image: FaceImage, names: list[str]) -> None:
 
 
 def delete_face_image(image: FaceImage) -> None:
-    """Delete the row, its outputs and every file (files go once the delete commits)."""
+    """Delete the image, its de-identified outputs, every pair people judged them in (with
+    those judgments and labels) and every file (files go once the delete commits)."""
+    from django.db.models import Q
+
+    from ratings.models import Pair
+
     with transaction.atomic():
+        ids = [image.pk, *FaceImage.objects.filter(parent=image).values_list("pk", flat=True)]
+        # Pairs protect their images, so they go first; judgments and labels cascade.
+        Pair.objects.filter(Q(image_a_id__in=ids) | Q(image_b_id__in=ids)).delete()
         image.delete()

@@ -71,3 +71,34 @@ def test_rolled_back_delete_keeps_files(face_jpeg):
         delete_face_image(img)
         raise RuntimeError("abort")
     assert path.exists() and FaceImage.objects.filter(pk=pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delete_takes_outputs_pairs_and_judgments_along(face_jpeg, lfw_dir, staff_client):
+    from django.utils import timezone
+
+    from ratings.models import Assignment, Judgment, Pair, PairLabel
+    from tests.ratings.factories import make_campaign
+
+    src = ingest_image(face_jpeg).image
+    other = ingest_image((lfw_dir / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg").read_bytes()).image
+    out = ingest_image(
+        (lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0003.jpg").read_bytes(), kind="output", parent=src
+    ).image
+    camp = make_campaign()
+    pair = Pair.objects.create(campaign=camp, image_a=src, image_b=out, kind="deid")
+    keep = Pair.objects.create(campaign=camp, image_a=other, image_b=other, kind="attention",
+                               expected_same=True)
+    rater = camp.raters.create(external_id="p1", source="prolific")
+    now = timezone.now()
+    a = Assignment.objects.create(campaign=camp, rater=rater, pair=pair, issued=now, expires=now)
+    Judgment.objects.create(assignment=a, campaign=camp, rater=rater, pair=pair, same=True,
+                            confidence=3, response_ms=900, left_image=out)
+    PairLabel.objects.create(pair=pair, score_a=1.0, same=True, n_judgments=1, method="majority_vote")
+    files = [Path(f.path) for f in (src.file, src.chip, out.file, out.chip)]
+    r = staff_client.delete(f"/api/images/{src.pk}/")
+    assert r.status_code == 204
+    assert not FaceImage.objects.filter(pk__in=[src.pk, out.pk]).exists()
+    assert not Pair.objects.filter(pk=pair.pk).exists() and not Judgment.objects.exists()
+    assert not PairLabel.objects.exists() and Pair.objects.filter(pk=keep.pk).exists()
+    assert not any(p.exists() for p in files)
