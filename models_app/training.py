@@ -184,7 +184,8 @@ def execute_training_run(run_id: str) -> dict:
             bank, data.pairs, train_cfg, split=split, init=init, model_config=model_config,
             on_epoch=_history_saver(run),
         )
-    except (ProxyError, ValueError, KeyError) as exc:
+    except (ProxyError, registry.RegistryError, ValueError, KeyError) as exc:
+        # Bad data or a corrupt promoted file: the run fails, the promoted version stays.
         fail_run(run, f"{type(exc).__name__}: {exc}")
         return {"run": str(run.pk), "status": "failed", "error": str(exc)}
     except Exception as exc:

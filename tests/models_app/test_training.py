@@ -171,3 +171,19 @@ def test_a_second_run_while_one_is_queued_is_refused(staff_client):
     TrainingRun.objects.create(status="queued")
     r = staff_client.post("/api/training-runs/", {}, content_type="application/json")
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "run_in_progress"
+
+
+@pytest.mark.django_db
+def test_corrupt_promoted_file_fails_the_run_and_keeps_the_promotion(labelled):
+    from tests.models_app.test_deid_jobs import _promote_untrained_proxy
+
+    v1 = _promote_untrained_proxy()
+    with v1.file.storage.open(v1.file.name, "wb") as fh:
+        fh.write(b"not safetensors")
+    run = TrainingRun.objects.create(config=FAST)
+    training._model_cache.clear()
+    out = training.execute_training_run(str(run.pk))
+    run.refresh_from_db()
+    assert out["status"] == "failed" and "checksum" in run.error
+    assert ModelVersion.objects.get(status="promoted").pk == v1.pk
+    assert ModelVersion.objects.count() == 1
