@@ -1,6 +1,6 @@
 """Rating platform under load: gunicorn + PostgreSQL, N simulated raters over HTTP.
 
-    .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 3]
+    .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 2]
 
 Creates a fresh database (``ratings_bench`` on DATABASE_URL's server), a campaign with
 plenty of pairs, starts gunicorn on 127.0.0.1, and runs N raters as keep-alive HTTP
@@ -8,7 +8,10 @@ clients (asyncio, raw HTTP/1.1: the load generator must stay light on a 2-core m
 Each rater enters through a Prolific-style link, then loops: POST next -> POST judgment,
 with no think time. Reports judgments/s, next-assignment latency p50/p99, and checks
 that no rater holds a pair twice, no pair exceeds k, and every 2xx submission is in the
-database exactly once (and nothing else is). Prints one JSON line last.
+database exactly once (and nothing else is). Also CPU time per judgment of gunicorn,
+of the database's backends and of this load generator (the machine is shared: CPU per
+judgment is the contention-robust figure). Sessions come from Redis (``cached_db``,
+``--session-cache-url ''`` for database sessions). Prints one JSON line last.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ def setup_database(env: dict[str, str], n_pairs: int, k: int) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True
+    )
     script = f"""
 import hashlib, io, uuid
 from django.core.files.base import ContentFile
@@ -86,8 +90,14 @@ with connection.cursor() as cur:
     cur.execute("ANALYZE")
 print(c.slug)
 """
-    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=REPO, env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -104,8 +114,9 @@ class Http:
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, list[str]], bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, list[str]], bytes]:
         for _ in range(2):
             if self.writer is None:
                 await self.connect()
@@ -117,8 +128,12 @@ class Http:
 
     async def _request(self, method, path, body, headers):
         assert self.reader and self.writer
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 "Connection: keep-alive", f"Content-Length: {len(body)}"]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Connection: keep-alive",
+            f"Content-Length: {len(body)}",
+        ]
         if self.cookies:
             lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -146,35 +161,63 @@ class Http:
 # --- Raters ----------------------------------------------------------------------------------
 
 
-async def rater(i: int, port: int, slug: str, deadline: float, stats: dict, prefix: str) -> None:
+async def rater(
+    i: int,
+    port: int,
+    slug: str,
+    deadline: float,
+    stats: dict,
+    prefix: str,
+    interval: float | None = None,
+) -> None:
     http = Http("127.0.0.1", port)
     await http.request("GET", f"/rate/{slug}/?PROLIFIC_PID={prefix}{i:04d}&STUDY_ID=S&SESSION_ID=X")
     status, _, page = await http.request("GET", f"/rate/{slug}/")
     assert status == 200, status
     token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
-    headers = {"X-CSRFToken": token, "Content-Type": "application/json",
-               "Referer": f"http://127.0.0.1:{port}/rate/{slug}/"}
+    headers = {
+        "X-CSRFToken": token,
+        "Content-Type": "application/json",
+        "Referer": f"http://127.0.0.1:{port}/rate/{slug}/",
+    }
     rng = random.Random(i)
     # Like the rater page: one "next" at the start, then each answer's reply carries the
     # next assignment. The latency of that reply is the wait for the next pair.
     t0 = time.perf_counter()
     status, _, data = await http.request("POST", f"/api/ratings/rate/{slug}/next", b"{}", headers)
     stats["next_ms"].append((time.perf_counter() - t0) * 1000)
+    stats["first_next_ms"].append(stats["next_ms"][-1])
     if status != 200:
         stats["errors"].append(("next", status, data[:200].decode(errors="replace")))
         return
     nxt = json.loads(data)
+    # Paced (--rate): answers on a fixed schedule, each rater at its own phase; latency is
+    # measured from the scheduled time, so a server that falls behind is not excused.
+    scheduled = time.perf_counter() + rng.random() * (interval or 0)
     while time.monotonic() < deadline:
         if nxt["status"] != "ok":
             stats["out_of_work"] += 1
             return
         a = nxt["assignments"][0]
-        payload = json.dumps({"same": rng.random() < 0.5, "confidence": rng.randint(1, 4),
-                              "response_ms": rng.randint(800, 4000)}).encode()
-        t0 = time.perf_counter()
+        payload = json.dumps(
+            {
+                "same": rng.random() < 0.5,
+                "confidence": rng.randint(1, 4),
+                "response_ms": rng.randint(800, 4000),
+            }
+        ).encode()
+        if interval:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            t0, scheduled = scheduled, scheduled + interval
+        else:
+            t0 = time.perf_counter()
         status, _, data = await http.request(
-            "POST", f"/api/ratings/rate/{slug}/assignments/{a['id']}/judgment", payload, headers)
+            "POST", f"/api/ratings/rate/{slug}/assignments/{a['id']}/judgment", payload, headers
+        )
         stats["next_ms"].append((time.perf_counter() - t0) * 1000)
+        stats["answer_ms"].append(stats["next_ms"][-1])
+        if t0 - stats["t0"] >= 3.0:  # after the arrival burst
+            stats["steady_ms"].append(stats["next_ms"][-1])
         if status not in (200, 201):
             stats["errors"].append(("submit", status, data[:200].decode(errors="replace")))
             return
@@ -182,12 +225,30 @@ async def rater(i: int, port: int, slug: str, deadline: float, stats: dict, pref
         nxt = json.loads(data)["next"]
 
 
-async def run_raters(n: int, port: int, slug: str, seconds: float,
-                     prefix: str = "bench") -> tuple[dict, float]:
-    stats: dict = {"next_ms": [], "ok_ids": [], "errors": [], "out_of_work": 0}
+async def run_raters(
+    n: int, port: int, slug: str, seconds: float, prefix: str = "bench", rate: float = 0.0
+) -> tuple[dict, float]:
+    stats: dict = {
+        "next_ms": [],
+        "first_next_ms": [],
+        "answer_ms": [],
+        "ok_ids": [],
+        "errors": [],
+        "out_of_work": 0,
+        "steady_ms": [],
+        "t0": time.perf_counter(),
+    }
     start = time.monotonic()
-    await asyncio.gather(*(rater(i, port, slug, start + seconds, stats, prefix)
-                           for i in range(n)))
+    # Bounded: a server that stops answering fails the run instead of hanging it.
+    await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                rater(i, port, slug, start + seconds, stats, prefix, n / rate if rate else None)
+                for i in range(n)
+            )
+        ),
+        timeout=seconds + 120,
+    )
     return stats, time.monotonic() - start
 
 
@@ -223,49 +284,103 @@ def check_database(dsn: str, ok_ids: list[str], k: int) -> dict:
     with psycopg.connect(dsn) as conn:
         double = conn.execute(
             "SELECT count(*) FROM (SELECT rater_id, pair_id FROM ratings_assignment "
-            "WHERE state <> 'expired' GROUP BY 1, 2 HAVING count(*) > 1) d").fetchone()[0]
+            "WHERE state <> 'expired' GROUP BY 1, 2 HAVING count(*) > 1) d"
+        ).fetchone()[0]
         over_k = conn.execute(
             "SELECT count(*) FROM (SELECT pair_id FROM ratings_judgment GROUP BY 1 "
-            "HAVING count(*) > %s) o", (k,)).fetchone()[0]
+            "HAVING count(*) > %s) o",
+            (k,),
+        ).fetchone()[0]
         rows = conn.execute(
             "SELECT a.public_id::text, count(j.id) FROM ratings_assignment a "
-            "JOIN ratings_judgment j ON j.assignment_id = a.id GROUP BY 1").fetchall()
+            "JOIN ratings_judgment j ON j.assignment_id = a.id GROUP BY 1"
+        ).fetchall()
     in_db = {pid: n for pid, n in rows}
     lost = sum(1 for x in ok_ids if in_db.get(x) != 1)
     unexpected = len(set(in_db) - set(ok_ids))
-    return {"double_assignments": double, "pairs_over_k": over_k, "lost_judgments": lost,
-            "unexpected_judgments": unexpected, "judgments_in_db": sum(in_db.values())}
+    return {
+        "double_assignments": double,
+        "pairs_over_k": over_k,
+        "lost_judgments": lost,
+        "unexpected_judgments": unexpected,
+        "judgments_in_db": sum(in_db.values()),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--raters", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--workers", type=int, default=3)
+    # 2 cores: two processes (one GIL each), threads to overlap the database round trips.
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--k", type=int, default=3)
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered judgments/s over all raters (paced); 0: as fast as answered (closed loop)",
+    )
     ap.add_argument("--pairs", type=int, default=6000)
-    ap.add_argument("--database-url", default=os.environ.get(
-        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ratings_bench"))
+    ap.add_argument(
+        "--session-cache-url",
+        default=os.environ.get("SESSION_CACHE_URL", "redis://127.0.0.1:6379/2"),
+        help="'' for database sessions",
+    )
+    ap.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ratings_bench"
+        ),
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ratings-load-"))
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="deidplatform.settings", DATABASE_URL=args.database_url,
-        SECRET_KEY="bench-only-secret", DEBUG="0", ALLOWED_HOSTS="127.0.0.1",
-        SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0", DEID_DATA_DIR=str(tmp),
+        DJANGO_SETTINGS_MODULE="deidplatform.settings",
+        DATABASE_URL=args.database_url,
+        SECRET_KEY="bench-only-secret",
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1",
+        SESSION_COOKIE_SECURE="0",
+        CSRF_COOKIE_SECURE="0",
+        DEID_DATA_DIR=str(tmp),
         CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2"),
-        LOG_LEVEL="WARNING", DB_CONN_MAX_AGE="600",
+        LOG_LEVEL="WARNING",
+        DB_CONN_MAX_AGE="600",
     )
+    # Sessions from Redis (cached_db, see settings.py): no SQL per request for the session.
+    if args.session_cache_url:
+        env["SESSION_CACHE_URL"] = args.session_cache_url
     slug = setup_database(env, args.pairs, args.k)
     port = free_port()
     log = open(tmp / "gunicorn.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "deidplatform.wsgi", "-b", f"127.0.0.1:{port}",
-         "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
-         "--keep-alive", "30", "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "deidplatform.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-k",
+            "gthread",
+            "-w",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--keep-alive",
+            "30",
+            "--preload",  # import the app once, before the fork
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 30
@@ -277,11 +392,17 @@ def main() -> None:
                 time.sleep(0.2)
         else:
             sys.exit("gunicorn did not start: " + (tmp / "gunicorn.log").read_text())
-        warm, _ = asyncio.run(run_raters(6, port, slug, 2.0, "warm"))  # warm every worker
+        # Warm every worker (imports, URL resolver, DB connection) before measuring: keep-alive
+        # connections stick to one worker, so as many warm raters as measured ones.
+        warm, _ = asyncio.run(run_raters(args.raters, port, slug, 3.0, "warm"))
         dbname = urlparse(args.database_url).path.lstrip("/")
         cpu0 = cpu_seconds(server.pid, dbname)
         load0 = os.getloadavg()[0]
-        stats, elapsed = asyncio.run(run_raters(args.raters, port, slug, args.seconds))
+        client0 = time.process_time()
+        stats, elapsed = asyncio.run(
+            run_raters(args.raters, port, slug, args.seconds, rate=args.rate)
+        )
+        client_cpu = time.process_time() - client0
         cpu1 = cpu_seconds(server.pid, dbname)
         load1 = os.getloadavg()[0]
     finally:
@@ -291,12 +412,25 @@ def main() -> None:
     checks = check_database(args.database_url, stats["ok_ids"] + warm["ok_ids"], args.k)
     n_ok = len(stats["ok_ids"])
     result = {
-        "bench": "ratings_load", "raters": args.raters, "seconds": round(elapsed, 2),
-        "gunicorn": f"gthread {args.workers}x{args.threads}", "k": args.k,
-        "judgments": n_ok, "judgments_per_s": round(n_ok / elapsed, 1),
+        "bench": "ratings_load",
+        "raters": args.raters,
+        "offered_rate": args.rate or "closed loop",
+        "seconds": round(elapsed, 2),
+        "gunicorn": f"gthread {args.workers}x{args.threads}",
+        "k": args.k,
+        "judgments": n_ok,
+        "judgments_per_s": round(n_ok / elapsed, 1),
         "next_p50_ms": round(pct(stats["next_ms"], 50), 2),
         "next_p99_ms": round(pct(stats["next_ms"], 99), 2),
-        "errors": len(stats["errors"]), "first_errors": stats["errors"][:3],
+        # The same split in two: the entry's first "next" (50 raters arriving at once, the
+        # Python path: the rater is not yet qualified) and the answer -> next-pair replies.
+        "first_next_p50_ms": round(pct(stats["first_next_ms"], 50), 2),
+        "answer_next_p50_ms": round(pct(stats["answer_ms"], 50), 2),
+        "answer_next_p99_ms": round(pct(stats["answer_ms"], 99), 2),
+        "steady_next_p50_ms": round(pct(stats["steady_ms"], 50), 2),  # from 3 s on
+        "steady_next_p99_ms": round(pct(stats["steady_ms"], 99), 2),
+        "errors": len(stats["errors"]),
+        "first_errors": stats["errors"][:3],
         "double_assignments": checks["double_assignments"],
         "pairs_over_k": checks["pairs_over_k"],
         "lost_judgments": checks["lost_judgments"],
@@ -306,13 +440,25 @@ def main() -> None:
         "load_avg_1m": round((load0 + load1) / 2, 2),
         "web_cpu_ms_per_judgment": round((cpu1["web"] - cpu0["web"]) * 1000 / max(n_ok, 1), 2),
         "db_cpu_ms_per_judgment": round((cpu1["db"] - cpu0["db"]) * 1000 / max(n_ok, 1), 2),
+        "client_cpu_ms_per_judgment": round(client_cpu * 1000 / max(n_ok, 1), 2),
+        "sessions": os.environ.get("SESSION_ENGINE", "").rsplit(".", 1)[-1]
+        or ("cached_db (redis)" if args.session_cache_url else "db"),
     }
-    cpu_per = (result["web_cpu_ms_per_judgment"] + result["db_cpu_ms_per_judgment"]) / 1000
-    # What the machine's cores would sustain with nothing else running (CPU-bound).
+    cpu_per = (
+        result["web_cpu_ms_per_judgment"]
+        + result["db_cpu_ms_per_judgment"]
+        + result["client_cpu_ms_per_judgment"]
+    ) / 1000
+    # What the two cores would sustain with nothing else running (CPU-bound), the load
+    # generator included: it runs on the same cores.
     result["cpu_bound_judgments_per_s"] = round(os.cpu_count() / cpu_per, 1) if cpu_per else None
-    result["ok"] = (result["errors"] == 0 and checks["double_assignments"] == 0
-                    and checks["pairs_over_k"] == 0 and checks["lost_judgments"] == 0
-                    and checks["unexpected_judgments"] == 0)
+    result["ok"] = (
+        result["errors"] == 0
+        and checks["double_assignments"] == 0
+        and checks["pairs_over_k"] == 0
+        and checks["lost_judgments"] == 0
+        and checks["unexpected_judgments"] == 0
+    )
     print(json.dumps(result))
 
 

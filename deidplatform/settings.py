@@ -140,6 +140,26 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
+# Sessions. Every rater API call reads the session (one SQL query per request with the
+# database engine: a measurable share of the rater hot path, see BENCHMARKS.md, issue 4).
+# With SESSION_CACHE_URL (Redis) sessions are read from that shared cache and written
+# through to the database ("cached_db"): no SQL per request, and the database stays the
+# record, so logout and key rotation still revoke a session in every worker. Without a
+# shared cache (the embedded default) plain database sessions: a per-process cache would
+# keep serving a revoked session in the other workers. SESSION_ENGINE overrides either.
+SESSION_CACHE_URL = os.environ.get("SESSION_CACHE_URL", "")
+if SESSION_CACHE_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},  # as before
+        "sessions": {"BACKEND": "ratings.cache.RedisCache",  # Django's, client reused
+                     "LOCATION": SESSION_CACHE_URL, "KEY_PREFIX": "deid-sessions"},
+    }
+    SESSION_CACHE_ALIAS = "sessions"
+SESSION_ENGINE = os.environ.get("SESSION_ENGINE") or (
+    "django.contrib.sessions.backends.cached_db"
+    if SESSION_CACHE_URL
+    else "django.contrib.sessions.backends.db"
+)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
