@@ -1,7 +1,7 @@
 """Chips/s of dlib's runtime against the PyTorch port, at batch 1 and 32, in one run.
 
 dlib: ``face_recognition_model_v1.compute_face_descriptor`` (forward only; it has no
-backward). Torch: forward under ``inference_mode``, and forward+backward (gradient w.r.t. the
+backward; dlib-bin's CPU build runs it on one thread). Torch: forward under ``inference_mode``, and forward+backward (gradient w.r.t. the
 input chips of a loss on Θ0 and every tap, as formula A needs). Measurements are interleaved
 (dlib, torch, dlib, ...) so load from other processes hits both alike; medians are reported.
 Prints one JSON line last.
@@ -51,7 +51,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: dlib's runtime runs on one thread too; on a "
+        "shared machine more threads than idle cores stall at every op, see BENCHMARKS.md)",
+    )
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     import dlib
 
@@ -128,6 +137,8 @@ def main() -> None:
         + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU"),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "dlib_threads": 1,
+        "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "dlib": dlib.__version__,
         "device": str(device),
         "reps": args.reps,

@@ -165,27 +165,43 @@ def _digests(chips: np.ndarray) -> np.ndarray:
     return np.array([hashlib.blake2b(c.tobytes(), digest_size=8).hexdigest() for c in chips])
 
 
-def embed_all(name: str, chips: np.ndarray, cache: Path) -> tuple[np.ndarray, float, int]:
-    """Embeddings of all chips; only chips not in the cache (by content) are computed."""
-    f = cache / f"emb_{name}.npz"
+def _embed_single_cached(
+    cfru: cfru_mod.CFRU, chips: np.ndarray, cache: Path
+) -> tuple[np.ndarray, float, int]:
+    """``cfru.embed_single`` of every chip; the cache (per runtime, by chip content) means a
+    rerun, or a second CFRU on the same engine, only computes chips it has not seen."""
+    f = cache / f"emb_{cfru.runtime}.npz"
     digests = _digests(chips)
-    emb = np.full((len(chips), 128), np.nan)
+    known: dict[str, np.ndarray] = {}
     if f.exists():
-        old = np.load(f)
-        known = dict(zip(old["digests"], old["emb"], strict=True))
-        for i, d in enumerate(digests):
-            if d in known:
-                emb[i] = known[d]
-    todo = np.flatnonzero(np.isnan(emb[:, 0]))
+        with np.load(f) as old:
+            known = dict(zip(old["digests"], old["emb"], strict=True))
+    todo = [i for i, d in enumerate(digests) if d not in known]
     seconds = float("nan")
-    if len(todo):
-        cfru = cfru_mod.get_cfru(name)
+    if todo:
         t0 = time.time()
         for i in range(0, len(todo), 256):
-            emb[todo[i : i + 256]] = cfru.embed(chips[todo[i : i + 256]])
+            idx = todo[i : i + 256]
+            for d, e in zip(digests[idx], cfru.embed_single(chips[idx]), strict=True):
+                known[d] = e
         seconds = time.time() - t0
-        np.savez(f, emb=emb, digests=digests)
-    return emb, seconds, len(todo)
+        np.savez(f, emb=np.stack(list(known.values())), digests=np.array(list(known)))
+    return np.stack([known[d] for d in digests]), seconds, len(todo)
+
+
+def embed_all(name: str, chips: np.ndarray, cache: Path) -> tuple[np.ndarray, float, int]:
+    """The CFRU's embeddings of all chips, built from cached single passes (chips and, for
+    flip-averaging CFRUs, their mirror images), checked against ``cfru.embed`` on a sample."""
+    cfru = cfru_mod.get_cfru(name)
+    views = [chips] + ([np.ascontiguousarray(chips[:, :, ::-1])] if cfru.flip_average else [])
+    parts = [_embed_single_cached(cfru, v, cache) for v in views]
+    emb = np.mean([p[0] for p in parts], axis=0)
+    sample = np.linspace(0, len(chips) - 1, 8).astype(int)
+    gap = float(np.abs(cfru.embed(chips[sample]) - emb[sample]).max())
+    if gap > 1e-6:
+        raise RuntimeError(f"{name}: cached embeddings differ from cfru.embed by {gap}")
+    seconds = [p[1] for p in parts if not np.isnan(p[1])]
+    return emb, (sum(seconds) if seconds else float("nan")), sum(p[2] for p in parts)
 
 
 def evaluate(dist: np.ndarray, same: np.ndarray, fold_of: np.ndarray) -> dict:
@@ -219,7 +235,17 @@ def evaluate(dist: np.ndarray, same: np.ndarray, fold_of: np.ndarray) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
-    ap.add_argument("--cfrus", default=f"{cfru_mod.DLIB_RUNTIME},{cfru_mod.TORCH_PORT}")
+    ap.add_argument(
+        "--cfrus",
+        default=",".join(
+            (
+                cfru_mod.DLIB_RUNTIME,
+                cfru_mod.TORCH_PORT,
+                cfru_mod.DLIB_RUNTIME_FLIP,
+                cfru_mod.TORCH_PORT_FLIP,
+            )
+        ),
+    )
     ap.add_argument("--cache", type=Path, default=Path("/tmp/deid_lfw_cache"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--calibration-out", type=Path, default=cfru_mod.CALIBRATION_PATH)

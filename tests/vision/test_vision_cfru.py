@@ -15,18 +15,30 @@ from models_app.vision import cfru as cm
 class FixedCFRU(cm.CFRU):
     """Embeds a chip as its mean colour: deterministic and instant, for aggregation tests."""
 
+    runtime = "test"
+
     def __init__(self, name: str, threshold: float, scale: float = 10.0) -> None:
         self.name = name
         self.version = "test"
         self.calibration = cm.Calibration(threshold, scale, "test")
 
-    def embed(self, chips):
-        arr = cm._as_chips(chips)
-        return arr.reshape(len(arr), -1, 3).mean(axis=1) / 255.0
+    def embed_single(self, chips):
+        return chips.reshape(len(chips), -1, 3).mean(axis=1) / 255.0
 
 
 def _chip(value: int) -> np.ndarray:
     return np.full((150, 150, 3), value, dtype=np.uint8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """More torch threads than idle cores stall at every op on a shared CI box (100x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -73,7 +85,7 @@ def test_shipped_calibration_covers_both_cfrus():
     cals = cm.load_calibrations()
     if not cals:
         pytest.skip("calibration.json not written yet (run bench/lfw_verification.py)")
-    for name in (cm.DLIB_RUNTIME, cm.TORCH_PORT):
+    for name in (cm.DLIB_RUNTIME, cm.TORCH_PORT, cm.DLIB_RUNTIME_FLIP, cm.TORCH_PORT_FLIP):
         assert 0.3 < cals[name].threshold < 0.8 and cals[name].scale > 1, name
         assert "LFW" in cals[name].source
 
@@ -82,7 +94,8 @@ def test_shipped_calibration_covers_both_cfrus():
 
 
 def test_registry_names_and_errors():
-    assert {cm.DLIB_RUNTIME, cm.TORCH_PORT} <= set(cm.available_cfrus())
+    names = {cm.DLIB_RUNTIME, cm.TORCH_PORT, cm.DLIB_RUNTIME_FLIP, cm.TORCH_PORT_FLIP}
+    assert names <= set(cm.available_cfrus())
     with pytest.raises(ValueError, match="unknown CFRU 'nope'.*dlib_resnet_v1"):
         cm.get_cfru("nope")
     with pytest.raises(ValueError, match="already registered"):
@@ -116,6 +129,21 @@ def test_real_cfrus_agree_and_recognise_the_portrait():
         assert np.all(sim_same <= 1) and np.all(sim_other >= 0)
     # Single chip in, one row out.
     assert dl.embed(chips[0]).shape == (1, 128)
+
+
+def test_flip_averaged_cfrus():
+    chips = packaged_chips()[[0, 1, 4]]
+    mirrored = np.ascontiguousarray(chips[:, :, ::-1])
+    tp, tpf = cm.get_cfru(cm.TORCH_PORT), cm.get_cfru(cm.TORCH_PORT_FLIP)
+    dlf = cm.get_cfru(cm.DLIB_RUNTIME_FLIP)
+    assert tpf.flip_average and not tp.flip_average and dlf.flip_average
+    assert tpf.runtime == tp.runtime and dlf.runtime == cm.get_cfru(cm.DLIB_RUNTIME).runtime
+    e = tpf.embed(chips)
+    np.testing.assert_allclose(e, (tp.embed(chips) + tp.embed(mirrored)) / 2, atol=1e-6)
+    assert np.abs(dlf.embed(chips) - e).max() < 1e-4
+    # Chip 1 is chip 0's subject photographed mirrored: flip-averaging brings them closer.
+    assert tpf.distance(e[0], e[1]) < tp.distance(tp.embed(chips[0]), tp.embed(chips[1]))[0]
+    assert tpf.describe()["flip_average"] is True
 
 
 def test_embed_rejects_wrong_chips():
