@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models_app.vision.faces import CONTEXT_PADDING, CONTEXT_SIZE
+from models_app.vision.faces import CONTEXT_PADDING, CONTEXT_SIZE, stored_shape
 
 
 def context_affine(
@@ -25,10 +25,7 @@ def context_affine(
     """2x3 affine matrix mapping photo (x, y) to context-crop (col, row) coordinates."""
     import dlib
 
-    shape = dlib.full_object_detection(
-        dlib.rectangle(*[int(v) for v in box]), [dlib.point(int(x), int(y)) for x, y in landmarks]
-    )
-    d = dlib.get_face_chip_details(shape, size=size, padding=padding)
+    d = dlib.get_face_chip_details(stored_shape(box, landmarks), size=size, padding=padding)
     r = d.rect
     cx, cy = (r.left() + r.right()) / 2.0, (r.top() + r.bottom()) / 2.0
     c, s = np.cos(d.angle), np.sin(d.angle)

@@ -138,6 +138,18 @@ def detect_and_align(
     )
 
 
+def stored_shape(
+    box: tuple[int, int, int, int] | list[int],
+    landmarks: list[tuple[int, int]] | list[list[int]],
+):
+    """A dlib ``full_object_detection`` rebuilt from a stored box and landmarks."""
+    import dlib
+
+    return dlib.full_object_detection(
+        dlib.rectangle(*[int(v) for v in box]), [dlib.point(int(x), int(y)) for x, y in landmarks]
+    )
+
+
 def context_crop(
     rgb: np.ndarray,
     box: tuple[int, int, int, int] | list[int],
@@ -148,9 +160,7 @@ def context_crop(
     """The aligned context crop from stored detection results (no detector run)."""
     import dlib
 
-    shape = dlib.full_object_detection(
-        dlib.rectangle(*[int(v) for v in box]), [dlib.point(int(x), int(y)) for x, y in landmarks]
-    )
+    shape = stored_shape(box, landmarks)
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=padding), dtype=np.uint8)
 
