@@ -49,7 +49,9 @@ def test_keyboard_session_from_consent_to_completion_code(live_server, page):
     for _ in range(6):
         a = current_assignment(page, previous)
         previous = str(a.public_id)
-        page.wait_for_function("() => document.getElementById('left').complete")
+        page.wait_for_function(
+            "() => ['left','right'].every(id => document.getElementById(id).complete)"
+        )
         assert images_loaded(page)
         seen_kinds.append(a.pair.kind)
         seen_phases.append(a.phase)
