@@ -29,23 +29,27 @@ def judgment_triples(campaign_id: int) -> list[tuple[int, int, bool]]:
     )
 
 
-def rater_for_campaign(campaign: Campaign, rater_public_id: str | None) -> Rater | None:
-    if not rater_public_id:
+def _public_id(value: str | None) -> uuid.UUID | None:
+    """The rater id a session holds, or None when it is missing or not a UUID."""
+    if not value:
         return None
     try:
-        key = uuid.UUID(str(rater_public_id))
+        return uuid.UUID(str(value))
     except ValueError:
+        return None
+
+
+def rater_for_campaign(campaign: Campaign, rater_public_id: str | None) -> Rater | None:
+    key = _public_id(rater_public_id)
+    if key is None:
         return None
     return Rater.objects.filter(campaign=campaign, public_id=key).first()
 
 
 def rater_by_slug(slug: str, rater_public_id: str | None) -> Rater | None:
     """One query: the session's rater in the (non-draft) campaign with this slug."""
-    if not rater_public_id:
-        return None
-    try:
-        key = uuid.UUID(str(rater_public_id))
-    except ValueError:
+    key = _public_id(rater_public_id)
+    if key is None:
         return None
     rater = Rater.objects.select_related("campaign").filter(public_id=key).first()
     if rater is None or rater.campaign.slug != slug or rater.campaign.status == "draft":

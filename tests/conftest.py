@@ -34,6 +34,18 @@ def face_jpeg(lfw_dir: Path) -> bytes:
     return (lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core box, more threads than idle cores
+    stall at every op (thread hand-offs cost more than the arithmetic, up to 100x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _private_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "private-media"

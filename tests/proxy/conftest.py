@@ -1,15 +1,10 @@
-"""One torch thread for these tiny tensors: on a shared CPU, thread hand-offs cost more
-than the arithmetic (milliseconds per op instead of microseconds)."""
+"""One torch thread for these tiny tensors (``one_torch_thread`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
+    pass

@@ -30,15 +30,7 @@ def _chip(value: int) -> np.ndarray:
     return np.full((150, 150, 3), value, dtype=np.uint8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """More torch threads than idle cores stall at every op on a shared CI box (100x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- calibration

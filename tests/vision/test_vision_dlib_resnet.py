@@ -35,15 +35,7 @@ def torch_embed(chips: np.ndarray) -> np.ndarray:
         return dr.get_dlib_resnet()(dr.chips_to_tensor(chips)).double().numpy()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """More torch threads than idle cores stall at every op on a shared CI box (100x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------- reader
