@@ -38,7 +38,9 @@ def _promoted_proxy():
 
 
 def _check_campaign(campaign) -> None:
-    if campaign is not None and campaign.status not in ("draft", "active", "paused"):
+    from ratings.models import Campaign
+
+    if campaign is not None and campaign.status == Campaign.Status.CLOSED:
         raise FieldError("campaign", "campaign_closed", "That campaign no longer takes pairs.")
 
 

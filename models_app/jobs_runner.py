@@ -10,20 +10,19 @@ one transaction with the job's completion, so a retry never makes a second outpu
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 from typing import Any
 
-import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image
 
 from .models import DeidIteration, DeidJob, FaceImage, ModelVersion
 from .proxy_data import context_of, load_rgb_array
 from .services import ingest_image
+from .vision import faces
+from .vision.imagefile import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,6 @@ def _cancelled(job: DeidJob) -> bool:
     return DeidJob.objects.filter(pk=job.pk, status=DeidJob.Status.CANCELLED).exists()
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def execute_deid_job(job_id: str) -> dict[str, Any]:
     from .deid.loop import DeidSource, run_deid, score_saved_output
     from .deid.proxy import HumanProxyScorer
@@ -105,8 +98,11 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
     try:
         cfg = config_from_params(job.params)
         src = job.source
-        photo = load_rgb_array(src)
-        source = DeidSource(context_of(src), photo, tuple(src.box), [tuple(p) for p in src.landmarks])
+        photo = load_rgb_array(src)  # decoded once: the context crop comes from it too
+        source = DeidSource(
+            faces.context_crop(photo, src.box, src.landmarks), photo, tuple(src.box),
+            [tuple(p) for p in src.landmarks],
+        )
         proxy = HumanProxyScorer(load_version_model(job.proxy_version))
         resume = _load_state(job)
         if resume is None and job.iterations_done:
@@ -130,7 +126,7 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         return {"job": str(job.pk), "status": "cancelled"}
 
     out_rgb = result.photo if result.photo is not None else result.context
-    data = _png(out_rgb)
+    data = encode_png(out_rgb)
     final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
     with transaction.atomic():
         job = DeidJob.objects.select_for_update().get(pk=job.pk)

@@ -124,8 +124,9 @@ def _history_saver(run: TrainingRun):
 
 def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | None]:
     import tempfile
+    from pathlib import Path
 
-    from .proxy.metrics import version_report
+    from .proxy.metrics import reliability_diagram_png, version_report
     from .proxy.train import evaluate_proxy
 
     metrics = evaluate_proxy(model, bank, table)
@@ -133,16 +134,13 @@ def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | N
     diagram = None
     human = [r for r in judgments if r[0] in probs]
     if human:
+        # version_report draws the diagram against each pair's human score-A, to a path.
         with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
             report = version_report(probs, human, tmp.name if png else None)
-            diagram = open(tmp.name, "rb").read() if png else None
+            diagram = Path(tmp.name).read_bytes() if png else None
         metrics["human"] = {k: v for k, v in report.items() if k != "reliability"}
     elif png:
-        from .proxy.metrics import reliability_diagram_png
-
-        with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
-            reliability_diagram_png(list(probs.values()), table.targets(), tmp.name)
-            diagram = open(tmp.name, "rb").read()
+        diagram = reliability_diagram_png(list(probs.values()), table.targets())
     return metrics, diagram
 
 
