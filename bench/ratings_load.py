@@ -1,14 +1,14 @@
-"""Rating platform under load: gunicorn + PostgreSQL, N simulated raters over HTTP.
+"""Rating platform under load: a WSGI server (granian or gunicorn) + PostgreSQL, N simulated raters over HTTP.
 
     .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 2]
 
 Creates a fresh database (``ratings_bench`` on DATABASE_URL's server), a campaign with
-plenty of pairs, starts gunicorn on 127.0.0.1, and runs N raters as keep-alive HTTP
+plenty of pairs, starts the server (``--server``: granian, the deployed one, or gunicorn) on 127.0.0.1, and runs N raters as keep-alive HTTP
 clients (asyncio, raw HTTP/1.1: the load generator must stay light on a 2-core machine).
 Each rater enters through a Prolific-style link, then loops: POST next -> POST judgment,
 with no think time. Reports judgments/s, next-assignment latency p50/p99, and checks
 that no rater holds a pair twice, no pair exceeds k, and every 2xx submission is in the
-database exactly once (and nothing else is). Also CPU time per judgment of gunicorn,
+database exactly once (and nothing else is). Also CPU time per judgment of the server,
 of the database's backends and of this load generator (the machine is shared: CPU per
 judgment is the contention-robust figure). Sessions come from Redis (``cached_db``,
 ``--session-cache-url ''`` for database sessions). Prints one JSON line last.
@@ -171,8 +171,12 @@ async def rater(
     interval: float | None = None,
 ) -> None:
     http = Http("127.0.0.1", port)
+    t0 = time.perf_counter()
     await http.request("GET", f"/rate/{slug}/?PROLIFIC_PID={prefix}{i:04d}&STUDY_ID=S&SESSION_ID=X")
+    stats["entry_ms"].append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
     status, _, page = await http.request("GET", f"/rate/{slug}/")
+    stats["page_ms"].append((time.perf_counter() - t0) * 1000)
     assert status == 200, status
     token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
     headers = {
@@ -222,6 +226,7 @@ async def rater(
             stats["errors"].append(("submit", status, data[:200].decode(errors="replace")))
             return
         stats["ok_ids"].append(a["id"])
+        stats["per_rater"][i] = stats["per_rater"].get(i, 0) + 1
         nxt = json.loads(data)["next"]
 
 
@@ -236,6 +241,9 @@ async def run_raters(
         "errors": [],
         "out_of_work": 0,
         "steady_ms": [],
+        "per_rater": {},
+        "entry_ms": [],
+        "page_ms": [],
         "t0": time.perf_counter(),
     }
     start = time.monotonic()
@@ -252,8 +260,34 @@ async def run_raters(
     return stats, time.monotonic() - start
 
 
+def server_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The WSGI server: gunicorn (gthread) or granian (Rust HTTP, Python threads per worker)."""
+    if args.server == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "wsgi",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(args.workers), "--blocking-threads", str(args.threads),
+            "--runtime-threads", "1",
+            "--no-ws", "--log-level", "warning",
+            "deidplatform.wsgi:application",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "gunicorn", "deidplatform.wsgi",
+        "-b", f"127.0.0.1:{port}", "-k", "gthread",
+        "-w", str(args.workers), "--threads", str(args.threads),
+        "--keep-alive", "30",
+        "--preload",  # import the app once, before the fork
+        "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def server_label(args: argparse.Namespace) -> str:
+    kind = "granian wsgi" if args.server == "granian" else "gunicorn gthread"
+    return f"{kind} {args.workers}x{args.threads}"
+
+
 def cpu_seconds(server_pid: int, dbname: str) -> dict[str, float]:
-    """CPU time used so far by gunicorn (master + workers) and this database's backends.
+    """CPU time used so far by the server (master + workers) and this database's backends.
 
     The machine is shared, so wall-clock rates depend on what else runs; CPU per judgment
     does not (much), and says what the two cores could do on their own.
@@ -314,6 +348,13 @@ def main() -> None:
     # 2 cores: two processes (one GIL each), threads to overlap the database round trips.
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--server", choices=("gunicorn", "granian"), default="granian")
+    ap.add_argument(
+        "--server-nice",
+        type=int,
+        default=0,
+        help="niceness of the server processes (diagnostic: >0 keeps the load generator fed)",
+    )
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument(
         "--rate",
@@ -355,27 +396,9 @@ def main() -> None:
         env["SESSION_CACHE_URL"] = args.session_cache_url
     slug = setup_database(env, args.pairs, args.k)
     port = free_port()
-    log = open(tmp / "gunicorn.log", "w")
+    log = open(tmp / "server.log", "w")
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "deidplatform.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-k",
-            "gthread",
-            "-w",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--keep-alive",
-            "30",
-            "--preload",  # import the app once, before the fork
-            "--log-level",
-            "warning",
-        ],
+        ["nice", "-n", str(args.server_nice), *server_command(args, port)],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -391,7 +414,7 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         else:
-            sys.exit("gunicorn did not start: " + (tmp / "gunicorn.log").read_text())
+            sys.exit("the server did not start: " + (tmp / "server.log").read_text())
         # Warm every worker (imports, URL resolver, DB connection) before measuring: keep-alive
         # connections stick to one worker, so as many warm raters as measured ones.
         warm, _ = asyncio.run(run_raters(args.raters, port, slug, 3.0, "warm"))
@@ -416,15 +439,29 @@ def main() -> None:
         "raters": args.raters,
         "offered_rate": args.rate or "closed loop",
         "seconds": round(elapsed, 2),
-        "gunicorn": f"gthread {args.workers}x{args.threads}",
+        "server": server_label(args),
         "k": args.k,
         "judgments": n_ok,
         "judgments_per_s": round(n_ok / elapsed, 1),
         "next_p50_ms": round(pct(stats["next_ms"], 50), 2),
         "next_p99_ms": round(pct(stats["next_ms"], 99), 2),
-        # The same split in two: the entry's first "next" (50 raters arriving at once, the
-        # Python path: the rater is not yet qualified) and the answer -> next-pair replies.
+        # The mean and the extremes too: a closed loop obeys Little's law on the mean
+        # (raters / judgments per s), so a tail beyond p99 shows here, not in p99.
+        "next_mean_ms": round(sum(stats["next_ms"]) / max(1, len(stats["next_ms"])), 2),
+        "next_p999_ms": round(pct(stats["next_ms"], 99.9), 2),
+        "next_max_ms": round(max(stats["next_ms"], default=float("nan")), 2),
+        # Fairness: a server that serves some connections and parks the others (granian
+        # with a small --backpressure did) shows a fast p99 for the lucky few.
+        "judgments_per_rater_min_max": [
+            min((stats["per_rater"].get(i, 0) for i in range(args.raters)), default=0),
+            max(stats["per_rater"].values(), default=0),
+        ],
+        "starved_raters": sum(1 for i in range(args.raters) if not stats["per_rater"].get(i)),
+        # The same split: the entry (50 raters arriving at once: entry link, rater page,
+        # first "next") and the answer -> next-pair replies.
         "first_next_p50_ms": round(pct(stats["first_next_ms"], 50), 2),
+        "entry_link_p50_ms": round(pct(stats["entry_ms"], 50), 2),
+        "rater_page_p50_ms": round(pct(stats["page_ms"], 50), 2),
         "answer_next_p50_ms": round(pct(stats["answer_ms"], 50), 2),
         "answer_next_p99_ms": round(pct(stats["answer_ms"], 99), 2),
         "steady_next_p50_ms": round(pct(stats["steady_ms"], 50), 2),  # from 3 s on
@@ -458,6 +495,7 @@ def main() -> None:
         and checks["pairs_over_k"] == 0
         and checks["lost_judgments"] == 0
         and checks["unexpected_judgments"] == 0
+        and result["starved_raters"] == 0
     )
     print(json.dumps(result))
 

@@ -57,7 +57,10 @@ def get_or_create_rater(
                 rater, created = Rater.objects.get_or_create(
                     campaign=campaign, **lookup,
                     defaults={"external_meta": dict(meta or {}),
-                              "source": source if user is None else Rater.Source.LOCAL},
+                              "source": source if user is None else Rater.Source.LOCAL,
+                              # No qualification asked: qualified from the start, so the
+                              # first "next" already takes the hot path.
+                              "qualified": campaign.qualification_size == 0},
                 )
             break
         except IntegrityError:

@@ -26,7 +26,8 @@ def test_compose_has_every_service_with_healthchecks():
 
 def test_compose_commands_and_queues():
     s = _compose()["services"]
-    assert "gunicorn deidplatform.wsgi:application" in s["web"]["command"]
+    assert "--interface wsgi" in s["web"]["command"]
+    assert "deidplatform.wsgi:application" in s["web"]["command"]
     assert "-Q gpu" in s["worker-gpu"]["command"] and "-Q cpu" in s["worker-cpu"]["command"]
     assert "django_celery_beat.schedulers:DatabaseScheduler" in s["beat"]["command"]
     gpu = s["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]

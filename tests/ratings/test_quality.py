@@ -130,3 +130,10 @@ def test_reclaim_task_is_scheduled_and_reclaims():
         expires=timezone.now() - timedelta(seconds=1))
     assert reclaim_expired_holds() == 2
     assert set(Pair.objects.values_list("taken", flat=True)) == {0}
+
+
+def test_qualification_only_when_the_campaign_asks_for_it():
+    free = make_campaign(qualification_size=0)
+    gated = make_campaign(qualification_size=4)
+    assert services.get_or_create_rater(free, source="prolific", external_id="p1").qualified
+    assert not services.get_or_create_rater(gated, source="prolific", external_id="p1").qualified
