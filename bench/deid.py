@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from models_app.deid import loop  # noqa: E402
 from models_app.deid.metrics import mean_abs_change, ssim  # noqa: E402
-from models_app.deid.proxy import HumanProxyScorer  # noqa: E402
+from models_app.deid.proxy import EnsembleScorer, HumanProxyScorer  # noqa: E402
 from models_app.vision import faces  # noqa: E402
 
 DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"
@@ -110,14 +110,20 @@ def _bank_for(model, lfw: Path, images: list[str]):
     )
 
 
-def ensure_proxy(name: str, folds: list[int], seed: int, lfw: Path, cache: Path):
+def ensure_proxy(
+    name: str, folds: list[int], seed: int, lfw: Path, cache: Path, model_config: dict | None = None
+):
     from models_app.proxy import CorruptModelError
-    from models_app.proxy.data import PairTable, read_lfw_pairs
+    from models_app.proxy.data import ImageBank, PairTable, read_lfw_pairs
     from models_app.proxy.io import load_proxy, save_proxy
-    from models_app.proxy.network import HumanProxy, ProxyMeta
+    from models_app.proxy.network import HumanProxy, ProxyConfig, ProxyMeta
     from models_app.proxy.train import StopRules, TrainConfig, train_proxy
 
     tag = f"{name}_f{folds[0]}-{folds[-1]}_s{seed}"
+    if model_config:  # a non-default architecture gets its own cache entry
+        import hashlib
+
+        tag += "_" + hashlib.sha1(json.dumps(model_config, sort_keys=True).encode()).hexdigest()[:8]
     path = cache / f"proxy_{tag}.safetensors"
     info_path = cache / f"proxy_{tag}.json"
     if path.exists() and info_path.exists():
@@ -129,10 +135,19 @@ def ensure_proxy(name: str, folds: list[int], seed: int, lfw: Path, cache: Path)
     pairs = PairTable([p for f in folds for p in all_folds[f].pairs])
     images = pairs.image_keys
     log(f"proxy {name}: {len(pairs)} pairs, {len(images)} images, {len(pairs.subjects)} subjects")
-    bank = _bank_for(HumanProxy(), lfw, images)
+    bank_file = cache / f"bank_{name}_f{folds[0]}-{folds[-1]}.safetensors"
+    if bank_file.exists():  # the bank depends on the images and the CFRU only
+        bank = ImageBank.load(bank_file)
+    else:
+        bank = _bank_for(HumanProxy(), lfw, images)
+        bank.save(bank_file)
     cfg = TrainConfig(seed=seed, stop=StopRules(max_epochs=25, patience=4))
     res = train_proxy(
-        bank, pairs, cfg, meta=ProxyMeta(prior=True, description=f"deid bench {name}")
+        bank,
+        pairs,
+        cfg,
+        model_config=ProxyConfig.from_dict(model_config or {}),
+        meta=ProxyMeta(prior=True, description=f"deid bench {name}"),
     )
     save_proxy(res.model, path)
     info = {
@@ -145,6 +160,7 @@ def ensure_proxy(name: str, folds: list[int], seed: int, lfw: Path, cache: Path)
         "val_auc": res.val_metrics["full"].get("auc"),
         "val_accuracy": res.val_metrics["full"].get("accuracy"),
         "seconds": round(res.seconds, 1),
+        "model_config": model_config or {},
     }
     info_path.write_text(json.dumps(info))
     log(f"proxy {name}: trained in {res.seconds:.0f} s, val {res.val_metrics['full']}")
@@ -310,7 +326,9 @@ def gallery(path: Path, sources, outputs: dict[str, dict[str, np.ndarray]], rows
 
 def run_param(pname: str, sources, proxies, loop_proxy, args):
     """Batched run over all faces (quality figures), then batch 1 (timing) on a subset."""
-    cfg = loop.DeidConfig(parameterisation=pname, max_iterations=args.max_iterations)
+    cfg = loop.DeidConfig.from_dict(
+        {**json.loads(args.config), "parameterisation": pname, "max_iterations": args.max_iterations}
+    )
     out_dir = args.cache / "outputs" / pname
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, outputs = {}, {}
@@ -371,6 +389,13 @@ def main() -> None:
     ap.add_argument("--batch1-faces", type=int, default=100, help="faces also run at batch 1")
     ap.add_argument("--max-iterations", type=int, default=90)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--config", default="{}", help="job parameters (JSON) over the defaults")
+    ap.add_argument(
+        "--proxy-config", default="{}", help="ProxyConfig fields (JSON) for both proxies"
+    )
+    ap.add_argument(
+        "--loop-seeds", default="1", help="seeds of the loop's proxies (several: an ensemble)"
+    )
     ap.add_argument("--gallery", type=Path, default=Path("/tmp/deid_gallery.png"))
     ap.add_argument("--gallery-rows", type=int, default=12)
     ap.add_argument(
@@ -389,12 +414,24 @@ def main() -> None:
 
     which = args.train_only or "loop,heldout"
     if "loop" in which:
-        loop_model, loop_info = ensure_proxy("loop", LOOP_FOLDS, 1, args.lfw, args.cache)
+        seeds = [int(x) for x in args.loop_seeds.split(",")]
+        members = [
+            ensure_proxy("loop", LOOP_FOLDS, seed, args.lfw, args.cache, json.loads(args.proxy_config))
+            for seed in seeds
+        ]
+        loop_models = [m for m, _ in members]
+        loop_info = {**members[0][1], "seeds": seeds}
     if "heldout" in which:
-        held_model, held_info = ensure_proxy("heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache)
+        held_model, held_info = ensure_proxy(
+            "heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache, json.loads(args.proxy_config)
+        )
     if args.train_only:
         return
-    loop_proxy = HumanProxyScorer(loop_model)
+    loop_proxy = (
+        HumanProxyScorer(loop_models[0])
+        if len(loop_models) == 1
+        else EnsembleScorer([HumanProxyScorer(m) for m in loop_models])
+    )
     held_proxy = HumanProxyScorer(held_model)
     proxies = {"loop": loop_proxy, "heldout": held_proxy}
 
@@ -440,6 +477,7 @@ def main() -> None:
         "faces": len(sources),
         "max_iterations": args.max_iterations,
         "config_defaults": loop.DeidConfig().to_dict(),
+        "config_overrides": json.loads(args.config),
         "proxies": {
             "loop": {k: v for k, v in loop_info.items() if k != "subjects"},
             "heldout": {k: v for k, v in held_info.items() if k != "subjects"},

@@ -86,3 +86,25 @@ def composite(
     else:
         blended = alpha * out[..., :3] + (1.0 - alpha) * photo.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def change_mask(
+    photo_shape: tuple[int, ...],
+    box: tuple[int, int, int, int] | list[int],
+    landmarks: list[tuple[int, int]] | list[list[int]],
+    size: int = CONTEXT_SIZE,
+    feather: float = 16.0,
+) -> np.ndarray:
+    """(size,size) float32 weight of each context-crop pixel in the saved photo: the border
+    feather :func:`composite` blends with, times 0 where the crop lies outside the photo
+    (``get_face_chip`` fills black there, before and after). The loop applies its changes
+    through this mask, so what it scores is what survives saving and re-cropping."""
+    h, w = photo_shape[:2]
+    m = np.vstack([context_affine(box, landmarks, size=size), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(m)  # context (col, row) -> photo (x, y)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    x = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
+    y = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+    # 1 inside, fading to 0 over a pixel at the photo's edge (bilinear sampling there).
+    inside = np.clip(np.minimum.reduce([x + 0.5, y + 0.5, w - 0.5 - x, h - 0.5 - y]), 0.0, 1.0)
+    return (inside * border_mask(size, feather)).astype(np.float32)

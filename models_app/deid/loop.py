@@ -10,12 +10,19 @@ round k+1 come from the same forward pass.
 Stop rules, checked on every record (the reason is stored in the result):
 
 * ``success`` — score-A ≤ τA and score-B ≥ τB (claim 1), the latter confirmed on
-  ``eot.confirm_samples`` fresh transforms plus the plain chip (worst case must pass);
+  ``eot.confirm_samples`` fresh transforms plus the plain chip (worst case must pass), then
+  (``confirm_saved``, for sources with their photo) both on the output as it will be judged:
+  composited into the photo, detected and aligned afresh, score-B by the dlib runtime and
+  score-A by the proxy on the fresh context crop;
 * ``converged`` — the objective g = max(A − τA, 0) + max(τB − B, 0) (0 means success; a
   function of the sequence of (score-A, score-B), claim 3) has not improved by more than ε
   over the last ``convergence_window`` records;
 * ``max_iterations`` — after ``max_iterations`` rounds (claim 4; default 90);
 * ``cancelled`` — ``should_stop()`` returned True.
+
+Every change goes through the source's change mask (``DeidSource.change_mask``): context
+pixels that lie outside the photo, and the feathered border, do not survive compositing, so
+the loop neither changes nor scores them.
 
 Modes (paragraph 46, claim 16): ``restart`` applies the current parameters to the original
 image every iteration; ``evolve`` makes each iteration's output the next iteration's input
@@ -46,7 +53,7 @@ from models_app.vision import faces
 from models_app.vision.dlib_resnet import get_dlib_resnet
 
 from . import DeidConfigError
-from .composite import composite
+from .composite import change_mask, composite
 from .eot import EOTConfig, eot_chips, straight_round, to_uint8
 from .loss import LossTerms, LossWeights, deid_loss
 from .params import PARAMETERISATIONS, Parameterisation, StyleRanges, build_parameterisation
@@ -104,6 +111,10 @@ class DeidConfig:
     pixels_eps: float = 12.0  # bound of the pixels residual, grey levels
     style_ranges: Mapping[str, Any] = field(default_factory=dict)  # StyleRanges overrides
     seed: int = 0
+    # Confirm a candidate success the way the result will be judged: composite into the
+    # photo, detect and align afresh, score-B by the dlib runtime and score-A by the proxy
+    # on the fresh crop; both must pass (only for sources that come with their photo).
+    confirm_saved: bool = True
 
     def validate(self) -> None:
         def need(ok: bool, name: str, msg: str) -> None:
@@ -214,6 +225,13 @@ class DeidSource:
     def chip(self) -> np.ndarray:
         return np.ascontiguousarray(faces.chip_from_context(self.context))
 
+    def change_mask(self) -> np.ndarray | None:
+        """Where a change of the context crop survives compositing into the photo (see
+        :func:`~.composite.change_mask`); None without a photo (every pixel counts)."""
+        if self.photo is None or self.box is None or self.landmarks is None:
+            return None
+        return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0])
+
 
 def prepare_source(rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)) -> DeidSource | None:
     """Detect and align the most central face of a photo; None when there is none."""
@@ -244,6 +262,8 @@ class IterationRecord:
     confirmed: bool | None  # None: no confirmation ran on this record
     change: dict[str, float]
     seconds: float
+    saved_score_a: float | None = None  # from the saved-file confirmation, when it ran
+    saved_score_b: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -402,10 +422,17 @@ def run_deid_batch(
     ensemble = cfru_mod.build_ensemble(cfg.ensemble)
 
     src_ctx = _to_tensor([s.context for s in sources], device)
+    # Changes go through each face's change mask: context pixels outside the photo (black in
+    # the crop) and the feathered border would be lost on saving, so they are not scored.
+    masks = [s.change_mask() for s in sources]
+    mask = torch.from_numpy(
+        np.stack([np.ones((size, size), np.float32) if m is None else m for m in masks])
+    ).to(device)[:, None]
     src_chips_u8 = np.stack([s.chip for s in sources])
     with torch.no_grad():
         src_emb, src_taps = net.features(identity_cut(src_ctx))
     scorer = _Scorer(ensemble, src_chips_u8, src_emb)
+    final_ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE) if cfg.confirm_saved else None
 
     gen = torch.Generator().manual_seed(cfg.seed)
     if resume is not None:
@@ -443,10 +470,17 @@ def run_deid_batch(
     def forward(
         idx: list[int],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LossTerms]:
-        th = theta[idx]
+        # Every face active (batch 1 always): the tensors themselves, no gathered copies.
+        sel: list[int] | slice = slice(None) if len(idx) == n else idx
+        th = theta[sel]
         # A stable tensor per active set, so a proxy can cache its source-side encoding.
-        src = src_views.setdefault(tuple(idx), src_ctx[idx])
-        out = straight_round(param.render(base[idx], th, None if prep is None else prep[idx]))
+        key = tuple(idx)
+        src = src_views.get(key)
+        if src is None:
+            src = src_views[key] = src_ctx[sel]
+        b = base[sel]
+        rendered = param.render(b, th, None if prep is None else prep[sel])
+        out = straight_round(torch.lerp(b, rendered, mask[sel]))
         chips = eot_chips(out, cfg.eot, gen)
         # One CFRU pass on [plain chips; EOT chips]: taps (formula A) and the proxy's identity
         # branch use the plain chip, Θ0 (formula A) and score-B the EOT chips.
@@ -461,8 +495,8 @@ def run_deid_batch(
             p = proxy(src, out).clamp(1e-6, 1 - 1e-6)
             logit = torch.log(p) - torch.log1p(-p)
         terms = deid_loss(
-            src_emb[idx],
-            {name: v[idx] for name, v in src_taps.items()},
+            src_emb[sel],
+            {name: v[sel] for name, v in src_taps.items()},
             emb[k:],
             taps_plain,
             logit,
@@ -508,6 +542,10 @@ def run_deid_batch(
                 b_conf = _confirm(out[j : j + 1], i, net, scorer, cfg, gen)
                 b_min = min(b_min, b_conf)
                 confirmed = success = b_conf >= cfg.tau_b
+            saved: tuple[float, float] | None = None
+            if success and cfg.confirm_saved and sources[i].photo is not None:
+                saved = _confirm_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens)
+                confirmed = success = saved[0] <= cfg.tau_a and saved[1] >= cfg.tau_b
             g = 0.0 if success else max(_objective(a, b_min, cfg), 1e-9)
             history[i].append(g)
             rec = IterationRecord(
@@ -523,6 +561,8 @@ def run_deid_batch(
                 confirmed=confirmed,
                 change=param.describe(theta[i : i + 1]),
                 seconds=last_seconds[0],
+                saved_score_a=None if saved is None else saved[0],
+                saved_score_b=None if saved is None else saved[1],
             )
             if g < best[i]["objective"] or (success and best[i]["objective"] > 0):
                 best[i] = {"objective": g, "iteration": it, "score_a": a, "score_b": b_min}
@@ -552,9 +592,11 @@ def run_deid_batch(
             if cfg.mode == "evolve":
                 with torch.no_grad():
                     new = base.clone()
-                    new[active] = param.render(
-                        base[active], theta[active], None if prep is None else prep[active]
-                    ).round()
+                    b = base[active]
+                    rendered = param.render(
+                        b, theta[active], None if prep is None else prep[active]
+                    )
+                    new[active] = (b + mask[active] * (rendered - b)).round()
                     base = new
                     prep = param.prepare(base)
                     theta[active] = 0.0
@@ -621,6 +663,29 @@ def _confirm(
     emb = net(chips)
     scores = scorer.score([face], k + 1, chips, emb)[0]
     return float(min(s.score for s in scores))
+
+
+@torch.no_grad()
+def _confirm_saved(
+    out: torch.Tensor,
+    source: DeidSource,
+    src_ctx: torch.Tensor,
+    proxy: ScoreAProxy,
+    final_ens: cfru_mod.CFRUEnsemble | None,
+) -> tuple[float, float]:
+    """(score-A, score-B) of one output as it will be judged: composited into the photo,
+    detected and aligned afresh; score-B by the final ensemble (the dlib runtime), score-A by
+    the proxy on the fresh context crop. No face found: (1.0, 0.0)."""
+    assert source.photo is not None and source.box is not None and source.landmarks is not None
+    ctx = out.detach().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context)
+    face = faces.detect_and_align(photo)
+    if face is None or final_ens is None:
+        return 1.0, 0.0
+    b = final_ens.score_b(source.chip, face.chip).score
+    fresh = faces.context_crop(photo, face.box, face.landmarks)
+    t = torch.from_numpy(fresh).to(src_ctx.device).permute(2, 0, 1)[None].float()
+    return float(proxy(src_ctx, t)[0]), float(b)
 
 
 def _finite_grad(theta: torch.Tensor) -> None:

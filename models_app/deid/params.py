@@ -167,6 +167,8 @@ class StyleParams(Parameterisation):
         self.register_buffer("ident", torch.eye(3).reshape(1, 9), persistent=False)
         self.register_buffer("warp_b", _interp_basis(size, r.warp_grid), persistent=False)
         self.register_buffer("shade_b", _interp_basis(size, r.shading_grid), persistent=False)
+        grid0 = F.affine_grid(torch.eye(2, 3)[None], (1, 3, size, size), align_corners=False)
+        self.register_buffer("grid0", grid0, persistent=False)  # the identity sampling grid
 
     def _split(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         r, n = self.r, theta.shape[0]
@@ -185,59 +187,60 @@ class StyleParams(Parameterisation):
 
     @torch.no_grad()
     def prepare(self, base: torch.Tensor) -> torch.Tensor:
-        """blur(base): warping after blurring equals blurring after warping for these smooth,
-        small warps, so the blur is computed once per base and never back-propagated."""
-        return gaussian_blur(base, self.r.blur_sigma)
+        """(N,6,H,W): base and its detail ``base - blur(base)``, in [0,1] units, warped together
+        by :meth:`render`. Warping after blurring equals blurring after warping for these
+        smooth, small warps (and the warp is linear), so this is computed once per base and
+        never back-propagated."""
+        return torch.cat([base, base - gaussian_blur(base, self.r.blur_sigma)], 1).div_(255.0)
 
     def _upsample(self, field: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.matmul(torch.matmul(b, field), b.t())  # (N,C,g,g) -> (N,C,H,W)
 
+    def _maps(self, coef: torch.Tensor) -> torch.Tensor:
+        """Per-region coefficients (N, C, 3 regions) -> per-pixel maps (N, C, HW)."""
+        return torch.matmul(coef, self.masks.view(3, -1))
+
     def render(
         self, base: torch.Tensor, theta: torch.Tensor, prepared: torch.Tensor | None = None
     ) -> torch.Tensor:
+        # Every full-resolution pass counts (this runs forward and backward every iteration):
+        # per-region parameters become per-pixel maps through one small matmul each, and since
+        # the region masks sum to 1, constants (the colour matrix's centring, the tone curve's
+        # 1, the final x255) fold into those maps instead of costing passes of their own.
         r = self.r
         p = self._split(theta)
         n, _, h, w = base.shape
         if h != self.size or w != self.size:
             raise ValueError(f"StyleParams was built for {self.size}px crops, got {h}x{w}")
-        blurred = self.prepare(base) if prepared is None else prepared
-        stack = torch.cat([base, blurred], 1).contiguous() / 255.0
+        stack = self.prepare(base) if prepared is None else prepared
         disp = self._upsample(torch.tanh(p["warp"]), self.warp_b) * (r.warp_px * 2.0 / w)
-        grid = F.affine_grid(
-            torch.eye(2, 3, device=base.device, dtype=base.dtype).expand(n, 2, 3),
-            (n, 3, h, w),
-            align_corners=False,
-        )
         # contiguous: grid_sample's CPU backward crashes on channels-last inputs (torch 2.14).
         warped = F.grid_sample(
             stack,
-            grid + disp.permute(0, 2, 3, 1),
+            self.grid0 + disp.permute(0, 2, 3, 1),
             mode="bilinear",
             padding_mode="border",
             align_corners=False,
         ).view(n, 6, -1)
-        x, detail = warped[:, :3], warped[:, :3] - warped[:, 3:]
-        m = self.masks.view(3, -1)  # (3 regions, HW)
-        # Each region's parameters are blended into per-pixel maps through the soft masks
-        # (one small matmul each), so every pixelwise op runs once, not once per region.
+        x, detail = warped[:, :3], warped[:, 3:]
         a = p["sharpen"]
         # Gain in [-1, sharpen]: -1 removes all detail above sigma (a blur), >0 sharpens.
         gain = torch.where(a > 0, r.sharpen * torch.tanh(a), torch.tanh(a))  # (N,3reg)
-        x = x + torch.matmul(gain[:, None, :], m) * detail
+        x = torch.addcmul(x, self._maps(gain[:, None, :]), detail)
         rc = torch.tensor(r.region_colour, device=theta.device, dtype=theta.dtype)
-        mats = self.ident + r.colour_matrix * rc[:, None] * torch.tanh(p["matrix"])
-        mats = mats.view(n, 9, 3)
-        y = torch.bmm(mats, x - 0.5).view(n, 3, 3, -1)  # (N, region, channel, HW)
-        y = (y * m.view(1, 3, 1, -1)).sum(1) + 0.5
+        mats = (self.ident + r.colour_matrix * rc[:, None] * torch.tanh(p["matrix"])).view(n, 9, 3)
+        # Region r: M_r (x - 0.5) + 0.5 + bias_r = M_r x + (0.5 - M_r 0.5 + bias_r).
         bias = r.colour_bias * rc[:, None] * torch.tanh(p["bias"])  # (N,3reg,3ch)
-        y = y + torch.matmul(bias.transpose(1, 2), m)
-        # Tone curve v + k v (1 - v): monotone on [0,1] for |k| <= 1, k per region/channel.
-        k = torch.matmul((r.gamma * torch.tanh(p["gamma"])).transpose(1, 2), m)
-        y = y + k * y * (1.0 - y)
-        amp = (r.grain / 255.0) * torch.tanh(p["grain"])  # (N,3reg)
-        y = y + torch.matmul(amp[:, None, :], m) * self.grain
-        shade = self._upsample(r.shading * torch.tanh(p["shading"]), self.shade_b)
-        return ((y.view(n, 3, h, w) + shade) * 255.0).clamp(0.0, 255.0)
+        offset = 0.5 - 0.5 * mats.view(n, 3, 3, 3).sum(3) + bias  # (N,3reg,3ch)
+        y = torch.bmm(mats, x).view(n, 3, 3, -1)  # (N, region, channel, HW)
+        y = (y * self.masks.view(1, 3, 1, -1)).sum(1) + self._maps(offset.transpose(1, 2))
+        # Tone curve v + k v (1 - v) = v (1 + k - k v), k per region/channel, x255 folded in.
+        k = r.gamma * torch.tanh(p["gamma"]).transpose(1, 2)  # (N,3ch,3reg)
+        y = y * (self._maps(255.0 * (1.0 + k)) - self._maps(255.0 * k) * y)
+        amp = r.grain * torch.tanh(p["grain"])  # grey levels (N,3reg)
+        y = torch.addcmul(y, self._maps(amp[:, None, :]), self.grain)
+        shade = self._upsample(255.0 * r.shading * torch.tanh(p["shading"]), self.shade_b)
+        return (y.view(n, 3, h, w) + shade).clamp(0.0, 255.0)
 
     def prior(self, theta: torch.Tensor) -> torch.Tensor:
         # Mean squared squashed parameter: the fraction of each range in use. Cheap, and

@@ -84,3 +84,31 @@ class AppearanceStandIn:
         b = F.adaptive_avg_pool2d(out, 8)
         rms = ((a - b).pow(2).mean(dim=(1, 2, 3)) + 1e-6).sqrt()  # eps: finite grad at 0
         return torch.sigmoid(self.offset - rms / self.scale)
+
+
+class EnsembleScorer:
+    """Several proxies as one: the mean of their calibrated log-odds. Changes that lower it
+    must fool every member, so they are less specific to one network's quirks (the held-out
+    proxy of the benchmark is the check)."""
+
+    def __init__(self, scorers: list[HumanProxyScorer]) -> None:
+        if not scorers:
+            raise ValueError("an ensemble needs at least one proxy")
+        self.scorers = scorers
+
+    def logit(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.stack([s.logit(src, out) for s in self.scorers]).mean(0)
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(src, out))
+
+    def logit_with_features(
+        self,
+        src: torch.Tensor,
+        out: torch.Tensor,
+        emb: torch.Tensor,
+        taps: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        return torch.stack(
+            [s.logit_with_features(src, out, emb, taps) for s in self.scorers]
+        ).mean(0)

@@ -197,3 +197,57 @@ def test_final_score_b_on_the_saved_file(portrait_source, tmp_path):
     assert fin.matches and fin.score_b >= 0.5
     blank = loop.score_saved_output(s.chip, np.zeros((200, 200, 3), np.uint8))
     assert not blank.detected and blank.score_b == 0.0
+
+
+def test_change_mask_keeps_only_what_survives_compositing(portrait_source):
+    from models_app.deid.composite import change_mask
+
+    s = portrait_source
+    m = change_mask(s.photo.shape, s.box, s.landmarks)
+    assert m.shape == (300, 300) and m.dtype == np.float32
+    assert m[150, 150] == 1.0 and m[0, 0] < 0.05  # face centre kept, the border feathered
+    # A crop hanging over the photo's edge: zero where get_face_chip had no photo pixels.
+    small = s.photo[: s.photo.shape[0] // 2 + 40]
+    m_small = change_mask(small.shape, s.box, s.landmarks)
+    assert m_small[290, 150] == 0.0 and m_small.sum() < m.sum()
+    # The loop changes nothing outside the mask (here: it recolours, nothing else moves).
+    res = loop.run_deid(
+        loop.DeidSource(s.context, small, s.box, s.landmarks),
+        AppearanceStandIn(),  # rewards change: the best record is a changed image
+        _cfg(max_iterations=3, lr=0.5, confirm_saved=False),
+        device="cpu",
+    )
+    outside = m_small == 0
+    assert np.array_equal(res.context[outside], s.context[outside])
+    assert (res.context[~outside] != s.context[~outside]).any()
+
+
+class LowProxy:
+    """P(same) low on crops, high on anything else the caller decides: for confirmation."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.calls = 0
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.p + 0.0 * out.mean(dim=(1, 2, 3))
+
+
+def test_success_is_confirmed_on_the_saved_file(portrait_source):
+    s = portrait_source
+    proxy = LowProxy(0.1)  # "different" at once: the first record is a candidate success
+    res = loop.run_deid(s, proxy, _cfg(max_iterations=3), device="cpu")
+    rec = res.records[0]
+    # Confirmed through composite -> fresh detection -> dlib runtime and the proxy's fresh crop.
+    assert res.stop_reason == loop.STOP_SUCCESS and rec.confirmed
+    assert rec.saved_score_a == pytest.approx(0.1) and rec.saved_score_b >= 0.5
+    assert proxy.calls >= 2  # the loop's own call and the fresh crop's
+    # A photo whose saved output loses the face fails confirmation: never a success.
+    blank = loop.DeidSource(s.context, np.zeros_like(s.photo), s.box, s.landmarks)
+    res = loop.run_deid(blank, LowProxy(0.1), _cfg(max_iterations=2), device="cpu")
+    assert res.stop_reason != loop.STOP_SUCCESS
+    assert all(r.saved_score_b == 0.0 for r in res.records if r.saved_score_b is not None)
+    # Without confirmation the in-loop scores decide, as before.
+    res = loop.run_deid(blank, LowProxy(0.1), _cfg(confirm_saved=False), device="cpu")
+    assert res.stop_reason == loop.STOP_SUCCESS and res.records[0].saved_score_a is None

@@ -23,3 +23,24 @@ def test_adapter_matches_the_proxy_forward(synthetic_context):
         got = torch.sigmoid(scorer.logit_with_features(src, out, emb, taps))
         plain = scorer(src, out)
     assert torch.allclose(got, want, atol=1e-5) and torch.allclose(plain, want, atol=1e-5)
+
+
+def test_ensemble_scorer_averages_log_odds(synthetic_context):
+    network = pytest.importorskip("models_app.proxy.network")
+    from models_app.deid.proxy import EnsembleScorer
+
+    src = torch.from_numpy(synthetic_context).permute(2, 0, 1)[None].float()
+    out = (src + 25).clamp(0, 255)
+    scorers = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        scorers.append(HumanProxyScorer(network.HumanProxy().eval()))
+    ens = EnsembleScorer(scorers)
+    with torch.no_grad():
+        want = (scorers[0].logit(src, out) + scorers[1].logit(src, out)) / 2
+        emb, taps = get_dlib_resnet("cpu").features(identity_cut(out))
+        assert torch.allclose(ens.logit(src, out), want, atol=1e-5)
+        assert torch.allclose(ens.logit_with_features(src, out, emb, taps), want, atol=1e-4)
+        assert torch.allclose(ens(src, out), torch.sigmoid(want), atol=1e-6)
+    with pytest.raises(ValueError):
+        EnsembleScorer([])
