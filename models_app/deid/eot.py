@@ -32,6 +32,10 @@ class EOTConfig:
     jpeg_prob: float = 0.5  # probability that a chip is JPEG re-encoded
     jpeg_quality: tuple[int, int] = (70, 95)
     confirm_samples: int = 4  # fresh transforms used to confirm a candidate success
+    # Score-A through the same transform: the proxy sees the whole context crop jittered as
+    # the EOT chip (which is then its central window), as a fresh alignment of the saved
+    # photo would move it; without it the proxy sees the untransformed crop.
+    proxy: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -108,6 +112,46 @@ def cut_chips(context: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def eot_contexts(
+    context: torch.Tensor,
+    cfg: EOTConfig,
+    generator: torch.Generator | None = None,
+    samples: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jittered, rounded whole context crops (N*samples,3,300,300), face-major, and their
+    EOT chips (the central windows, sometimes JPEG'd): the same draws as :func:`eot_chips`
+    makes, applied to the whole crop so the proxy can see what the chip's CFRU sees."""
+    s = cfg.samples if samples is None else samples
+    ctx = context.repeat_interleave(s, dim=0) if s > 1 else context
+    if cfg.max_shift_px == 0 and cfg.max_scale == 0 and cfg.max_rotate_deg == 0:
+        jittered = ctx
+    else:
+        theta = chip_affine(ctx.shape[0], cfg, generator, str(ctx.device))
+        theta[:, :, :2] *= CONTEXT_SIZE / CHIP_SIZE  # same rotation/zoom/shift, whole crop
+        grid = F.affine_grid(theta.to(ctx), tuple(ctx.shape), align_corners=False)
+        jittered = F.grid_sample(
+            ctx, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+    jittered = straight_round(jittered)
+    o = (CONTEXT_SIZE - CHIP_SIZE) // 2
+    return jittered, _maybe_jpeg(jittered[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE], cfg, generator)
+
+
+def _maybe_jpeg(
+    chips: torch.Tensor, cfg: EOTConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    if cfg.jpeg_prob > 0:
+        u = torch.rand(chips.shape[0], generator=generator)
+        q = torch.randint(
+            cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (chips.shape[0],), generator=generator
+        )
+        idx = torch.nonzero(u < cfg.jpeg_prob).flatten().tolist()
+        if idx:
+            jp = jpeg_straight_through(chips[idx], [int(q[i]) for i in idx])
+            chips = chips.index_put((torch.tensor(idx),), jp)
+    return chips
+
+
 def eot_chips(
     context: torch.Tensor,
     cfg: EOTConfig,
@@ -123,17 +167,7 @@ def eot_chips(
         chips = ctx[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE]
     else:
         chips = cut_chips(ctx, chip_affine(ctx.shape[0], cfg, generator, str(ctx.device)))
-    chips = straight_round(chips)
-    if cfg.jpeg_prob > 0:
-        u = torch.rand(chips.shape[0], generator=generator)
-        q = torch.randint(
-            cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (chips.shape[0],), generator=generator
-        )
-        idx = torch.nonzero(u < cfg.jpeg_prob).flatten().tolist()
-        if idx:
-            jp = jpeg_straight_through(chips[idx], [int(q[i]) for i in idx])
-            chips = chips.index_put((torch.tensor(idx),), jp)
-    return chips
+    return _maybe_jpeg(straight_round(chips), cfg, generator)
 
 
 def to_uint8(chips: torch.Tensor) -> np.ndarray:

@@ -54,7 +54,7 @@ from models_app.vision.dlib_resnet import get_dlib_resnet
 
 from . import DeidConfigError
 from .composite import change_mask, composite
-from .eot import EOTConfig, eot_chips, straight_round, to_uint8
+from .eot import EOTConfig, eot_chips, eot_contexts, straight_round, to_uint8
 from .loss import LossTerms, LossWeights, deid_loss
 from .params import PARAMETERISATIONS, Parameterisation, StyleRanges, build_parameterisation
 
@@ -481,18 +481,28 @@ def run_deid_batch(
         b = base[sel]
         rendered = param.render(b, th, None if prep is None else prep[sel])
         out = straight_round(torch.lerp(b, rendered, mask[sel]))
-        chips = eot_chips(out, cfg.eot, gen)
-        # One CFRU pass on [plain chips; EOT chips]: taps (formula A) and the proxy's identity
-        # branch use the plain chip, Θ0 (formula A) and score-B the EOT chips.
-        emb, taps = net.features(torch.cat([identity_cut(out), chips]))
         k = len(idx)
-        taps_plain = {name: v[:k] for name, v in taps.items()}
-        if fused:
-            logit = proxy.logit_with_features(src, out, emb[:k], taps_plain)  # type: ignore[attr-defined]
-        elif has_logit:
-            logit = proxy.logit(src, out)  # type: ignore[attr-defined]
+        if cfg.eot.proxy:
+            views, chips = eot_contexts(out, cfg.eot, gen)
+            view = views[:: cfg.eot.samples]  # the proxy sees each face's first EOT draw
         else:
-            p = proxy(src, out).clamp(1e-6, 1 - 1e-6)
+            view, chips = out, eot_chips(out, cfg.eot, gen)
+        # One CFRU pass on [plain chips; EOT chips]: taps (formula A) use the plain chip, Θ0
+        # (formula A) and score-B the EOT chips, the proxy's identity branch the chip of
+        # the view it scores (the first EOT chip with ``eot.proxy``, else the plain one).
+        emb, taps = net.features(torch.cat([identity_cut(out), chips]))
+        taps_plain = {name: v[:k] for name, v in taps.items()}
+        if cfg.eot.proxy:
+            rows = torch.arange(k, device=emb.device) * cfg.eot.samples + k
+            v_emb, v_taps = emb[rows], {name: v[rows] for name, v in taps.items()}
+        else:
+            v_emb, v_taps = emb[:k], taps_plain
+        if fused:
+            logit = proxy.logit_with_features(src, view, v_emb, v_taps)  # type: ignore[attr-defined]
+        elif has_logit:
+            logit = proxy.logit(src, view)  # type: ignore[attr-defined]
+        else:
+            p = proxy(src, view).clamp(1e-6, 1 - 1e-6)
             logit = torch.log(p) - torch.log1p(-p)
         terms = deid_loss(
             src_emb[sel],

@@ -17,7 +17,17 @@ import torch
 import torch.nn.functional as F
 
 
-class HumanProxyScorer:
+class _LogitScorer:
+    """P(same) is the sigmoid of the scorer's calibrated log-odds."""
+
+    def logit(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(src, out))
+
+
+class HumanProxyScorer(_LogitScorer):
     """``scorer(src, out)`` -> P(same); ``logit``/``logit_with_features`` -> its log-odds."""
 
     def __init__(self, model: Any, branch: str = "full") -> None:
@@ -46,9 +56,6 @@ class HumanProxyScorer:
         this, not P, because P saturates at 1.0 in float32 for clear matches (zero gradient)."""
         b = self.model.image_inputs(out, self.branch == "full")
         return self._logit(self._source_inputs(src), b)
-
-    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logit(src, out))
 
     def logit_with_features(
         self,
@@ -86,7 +93,7 @@ class AppearanceStandIn:
         return torch.sigmoid(self.offset - rms / self.scale)
 
 
-class EnsembleScorer:
+class EnsembleScorer(_LogitScorer):
     """Several proxies as one: the mean of their calibrated log-odds. Changes that lower it
     must fool every member, so they are less specific to one network's quirks (the held-out
     proxy of the benchmark is the check)."""
@@ -98,9 +105,6 @@ class EnsembleScorer:
 
     def logit(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return torch.stack([s.logit(src, out) for s in self.scorers]).mean(0)
-
-    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logit(src, out))
 
     def logit_with_features(
         self,

@@ -85,6 +85,24 @@ def test_eot_chips_are_integer_jittered_and_differentiable():
     assert ctx.grad is not None and ctx.grad.abs().sum() > 0
 
 
+def test_eot_contexts_jitter_the_whole_crop_with_the_chips_draw():
+    o = faces.CHIP_OFFSET
+    ctx = (torch.rand(2, 3, 300, 300) * 255).round()
+    same, chips = eot.eot_contexts(ctx, eot.EOTConfig.none())
+    assert torch.equal(same, ctx) and torch.equal(chips, ctx[..., o : o + 150, o : o + 150])
+    # Same draws as eot_chips: the chip is (up to bilinear rounding) the jittered crop's centre.
+    cfg = eot.EOTConfig(samples=2, jpeg_prob=0.0, max_shift_px=2.0, max_rotate_deg=2.0)
+    smooth = torch.nn.functional.avg_pool2d(ctx, 9, 1, 4)  # smooth: bilinear paths agree
+    views, chips = eot.eot_contexts(smooth, cfg, torch.Generator().manual_seed(3))
+    direct = eot.eot_chips(smooth, cfg, torch.Generator().manual_seed(3))
+    assert views.shape == (4, 3, 300, 300) and torch.equal(chips, views[..., o : o + 150, o : o + 150])
+    assert (chips - direct).abs().mean() < 1.0
+    assert not torch.equal(views[0], smooth[0])  # it did move
+    x = smooth.clone().requires_grad_(True)
+    eot.eot_contexts(x, cfg, torch.Generator().manual_seed(3))[0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_jpeg_straight_through_is_the_real_codec_forward_and_identity_backward():
     x = (torch.rand(1, 3, 64, 64) * 255).round().requires_grad_(True)
     y = eot.jpeg_straight_through(x, [75])
