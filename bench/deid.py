@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -121,8 +122,6 @@ def ensure_proxy(
 
     tag = f"{name}_f{folds[0]}-{folds[-1]}_s{seed}"
     if model_config:  # a non-default architecture gets its own cache entry
-        import hashlib
-
         tag += "_" + hashlib.sha1(json.dumps(model_config, sort_keys=True).encode()).hexdigest()[:8]
     path = cache / f"proxy_{tag}.safetensors"
     info_path = cache / f"proxy_{tag}.json"
@@ -135,18 +134,21 @@ def ensure_proxy(
     pairs = PairTable([p for f in folds for p in all_folds[f].pairs])
     images = pairs.image_keys
     log(f"proxy {name}: {len(pairs)} pairs, {len(images)} images, {len(pairs.subjects)} subjects")
-    bank_file = cache / f"bank_{name}_f{folds[0]}-{folds[-1]}.safetensors"
-    if bank_file.exists():  # the bank depends on the images and the CFRU only
+    arch = ProxyConfig.from_dict(model_config or {})
+    # A bank depends on the images and the config's bank signature (taps, pooling, ...).
+    sig = hashlib.sha1(json.dumps(arch.bank_signature(), sort_keys=True).encode()).hexdigest()
+    bank_file = cache / f"bank_{name}_f{folds[0]}-{folds[-1]}_{sig[:8]}.safetensors"
+    if bank_file.exists():
         bank = ImageBank.load(bank_file)
     else:
-        bank = _bank_for(HumanProxy(), lfw, images)
+        bank = _bank_for(HumanProxy(arch), lfw, images)
         bank.save(bank_file)
     cfg = TrainConfig(seed=seed, stop=StopRules(max_epochs=25, patience=4))
     res = train_proxy(
         bank,
         pairs,
         cfg,
-        model_config=ProxyConfig.from_dict(model_config or {}),
+        model_config=arch,
         meta=ProxyMeta(prior=True, description=f"deid bench {name}"),
     )
     save_proxy(res.model, path)
@@ -413,17 +415,18 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
 
     which = args.train_only or "loop,heldout"
+    proxy_config = json.loads(args.proxy_config)
     if "loop" in which:
         seeds = [int(x) for x in args.loop_seeds.split(",")]
         members = [
-            ensure_proxy("loop", LOOP_FOLDS, seed, args.lfw, args.cache, json.loads(args.proxy_config))
+            ensure_proxy("loop", LOOP_FOLDS, seed, args.lfw, args.cache, proxy_config)
             for seed in seeds
         ]
         loop_models = [m for m, _ in members]
         loop_info = {**members[0][1], "seeds": seeds}
     if "heldout" in which:
         held_model, held_info = ensure_proxy(
-            "heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache, json.loads(args.proxy_config)
+            "heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache, proxy_config
         )
     if args.train_only:
         return

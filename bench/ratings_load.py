@@ -1,10 +1,10 @@
-"""Rating platform under load: a WSGI server (granian or gunicorn) + PostgreSQL, N simulated raters over HTTP.
+"""Rating platform under load: a WSGI server + PostgreSQL, N simulated raters over HTTP.
 
     .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 2]
 
 Creates a fresh database (``ratings_bench`` on DATABASE_URL's server), a campaign with
-plenty of pairs, starts the server (``--server``: granian, the deployed one, or gunicorn) on 127.0.0.1, and runs N raters as keep-alive HTTP
-clients (asyncio, raw HTTP/1.1: the load generator must stay light on a 2-core machine).
+plenty of pairs, starts the server (``--server``: granian, the deployed one, or gunicorn)
+on 127.0.0.1, and runs N raters as keep-alive HTTP clients (asyncio, raw HTTP/1.1: the load generator must stay light on a 2-core machine).
 Each rater enters through a Prolific-style link, then loops: POST next -> POST judgment,
 with no think time. Reports judgments/s, next-assignment latency p50/p99, and checks
 that no rater holds a pair twice, no pair exceeds k, and every 2xx submission is in the
@@ -349,12 +349,6 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--server", choices=("gunicorn", "granian"), default="granian")
-    ap.add_argument(
-        "--server-nice",
-        type=int,
-        default=0,
-        help="niceness of the server processes (diagnostic: >0 keeps the load generator fed)",
-    )
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument(
         "--rate",
@@ -398,7 +392,7 @@ def main() -> None:
     port = free_port()
     log = open(tmp / "server.log", "w")
     server = subprocess.Popen(
-        ["nice", "-n", str(args.server_nice), *server_command(args, port)],
+        server_command(args, port),
         cwd=REPO,
         env=env,
         stdout=log,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models_app.vision.faces import CHIP_SIZE, CONTEXT_SIZE
+from models_app.vision.faces import CHIP_OFFSET, CHIP_SIZE, CONTEXT_SIZE
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,8 @@ def eot_contexts(
     """Jittered, rounded whole context crops (N*samples,3,300,300), face-major, and their
     EOT chips (the central windows, sometimes JPEG'd): the same draws as :func:`eot_chips`
     makes, applied to the whole crop so the proxy can see what the chip's CFRU sees."""
-    s = cfg.samples if samples is None else samples
-    ctx = context.repeat_interleave(s, dim=0) if s > 1 else context
-    if cfg.max_shift_px == 0 and cfg.max_scale == 0 and cfg.max_rotate_deg == 0:
+    ctx = _per_sample(context, cfg, samples)
+    if _no_jitter(cfg):
         jittered = ctx
     else:
         theta = chip_affine(ctx.shape[0], cfg, generator, str(ctx.device))
@@ -133,8 +132,21 @@ def eot_contexts(
             ctx, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
     jittered = straight_round(jittered)
-    o = (CONTEXT_SIZE - CHIP_SIZE) // 2
-    return jittered, _maybe_jpeg(jittered[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE], cfg, generator)
+    return jittered, _maybe_jpeg(_central_chip(jittered), cfg, generator)
+
+
+def _per_sample(context: torch.Tensor, cfg: EOTConfig, samples: int | None) -> torch.Tensor:
+    """Each face's crop repeated for its samples, face-major."""
+    s = cfg.samples if samples is None else samples
+    return context.repeat_interleave(s, dim=0) if s > 1 else context
+
+
+def _no_jitter(cfg: EOTConfig) -> bool:
+    return cfg.max_shift_px == 0 and cfg.max_scale == 0 and cfg.max_rotate_deg == 0
+
+
+def _central_chip(context: torch.Tensor) -> torch.Tensor:
+    return context[..., CHIP_OFFSET : CHIP_OFFSET + CHIP_SIZE, CHIP_OFFSET : CHIP_OFFSET + CHIP_SIZE]
 
 
 def _maybe_jpeg(
@@ -160,11 +172,9 @@ def eot_chips(
 ) -> torch.Tensor:
     """``samples`` jittered, rounded, sometimes JPEG'd chips per face: (N*samples,3,150,150),
     face-major (face i owns rows i*samples .. i*samples+samples-1)."""
-    s = cfg.samples if samples is None else samples
-    ctx = context.repeat_interleave(s, dim=0) if s > 1 else context
-    if cfg.max_shift_px == 0 and cfg.max_scale == 0 and cfg.max_rotate_deg == 0:
-        o = (CONTEXT_SIZE - CHIP_SIZE) // 2
-        chips = ctx[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE]
+    ctx = _per_sample(context, cfg, samples)
+    if _no_jitter(cfg):
+        chips = _central_chip(ctx)
     else:
         chips = cut_chips(ctx, chip_affine(ctx.shape[0], cfg, generator, str(ctx.device)))
     return _maybe_jpeg(straight_round(chips), cfg, generator)

@@ -463,6 +463,12 @@ def run_deid_batch(
     it = start
 
     prep = param.prepare(base)
+
+    def apply(b: torch.Tensor, th: torch.Tensor, sel: list[int] | slice) -> torch.Tensor:
+        """The rendered change, through each face's change mask."""
+        rendered = param.render(b, th, None if prep is None else prep[sel])
+        return torch.lerp(b, rendered, mask[sel])
+
     fused = hasattr(proxy, "logit_with_features")
     has_logit = hasattr(proxy, "logit")
     src_views: dict[tuple[int, ...], torch.Tensor] = {}
@@ -478,9 +484,7 @@ def run_deid_batch(
         src = src_views.get(key)
         if src is None:
             src = src_views[key] = src_ctx[sel]
-        b = base[sel]
-        rendered = param.render(b, th, None if prep is None else prep[sel])
-        out = straight_round(torch.lerp(b, rendered, mask[sel]))
+        out = straight_round(apply(base[sel], th, sel))
         k = len(idx)
         if cfg.eot.proxy:
             views, chips = eot_contexts(out, cfg.eot, gen)
@@ -553,7 +557,7 @@ def run_deid_batch(
                 b_min = min(b_min, b_conf)
                 confirmed = success = b_conf >= cfg.tau_b
             saved: tuple[float, float] | None = None
-            if success and cfg.confirm_saved and sources[i].photo is not None:
+            if success and final_ens is not None and sources[i].photo is not None:
                 saved = _confirm_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens)
                 confirmed = success = saved[0] <= cfg.tau_a and saved[1] >= cfg.tau_b
             g = 0.0 if success else max(_objective(a, b_min, cfg), 1e-9)
@@ -602,11 +606,7 @@ def run_deid_batch(
             if cfg.mode == "evolve":
                 with torch.no_grad():
                     new = base.clone()
-                    b = base[active]
-                    rendered = param.render(
-                        b, theta[active], None if prep is None else prep[active]
-                    )
-                    new[active] = (b + mask[active] * (rendered - b)).round()
+                    new[active] = apply(base[active], theta[active], active).round()
                     base = new
                     prep = param.prepare(base)
                     theta[active] = 0.0
@@ -681,7 +681,7 @@ def _confirm_saved(
     source: DeidSource,
     src_ctx: torch.Tensor,
     proxy: ScoreAProxy,
-    final_ens: cfru_mod.CFRUEnsemble | None,
+    final_ens: cfru_mod.CFRUEnsemble,
 ) -> tuple[float, float]:
     """(score-A, score-B) of one output as it will be judged: composited into the photo,
     detected and aligned afresh; score-B by the final ensemble (the dlib runtime), score-A by
@@ -690,7 +690,7 @@ def _confirm_saved(
     ctx = out.detach().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context)
     face = faces.detect_and_align(photo)
-    if face is None or final_ens is None:
+    if face is None:
         return 1.0, 0.0
     b = final_ens.score_b(source.chip, face.chip).score
     fresh = faces.context_crop(photo, face.box, face.landmarks)
