@@ -8,7 +8,7 @@ PORT ?= 8000
 # The dev server runs with DEBUG on (no SECRET_KEY needed); tests use their own settings.
 migrate run superuser: export DEBUG ?= 1
 
-.PHONY: run test lint install migrate superuser bench-import clean
+.PHONY: run test test-fast lint install migrate superuser bench-import clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,10 +31,16 @@ superuser: migrate
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
+
+# The quick loop while editing: no browser, no worker process, nothing marked slow.
+test-fast: install
+	$(BIN)/pytest -m "not slow and not browser and not worker"
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf var .pytest_cache

@@ -31,9 +31,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from models_app.deid.proxy import EnsembleScorer, HumanProxyScorer  # noqa: E402
+
 from models_app.deid import loop  # noqa: E402
 from models_app.deid.metrics import mean_abs_change, ssim  # noqa: E402
-from models_app.deid.proxy import EnsembleScorer, HumanProxyScorer  # noqa: E402
 from models_app.vision import faces  # noqa: E402
 
 DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"

@@ -1,25 +1,17 @@
-"""One error shape for the whole API: ``{"errors": [{"field", "code", "detail"}]}``."""
+"""One error shape for the whole API: ``{"errors": [{"field", "code", "detail"}]}``.
+
+Services raise :class:`deidplatform.errors.AppError`; this handler gives each code its one
+declared status (``deidplatform.errors.status_for``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-
-class FieldError(APIException):
-    """A 4xx naming the offending field, raised by views that call services."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-
-    def __init__(self, field: str, code: str, detail: str, status_code: int = 400) -> None:
-        super().__init__(detail=detail, code=code)
-        self.field = field
-        self.code_name = code
-        self.status_code = status_code
+from .errors import AppError
 
 
 def _flatten(detail: Any, field: str | None = None) -> list[dict[str, str]]:
@@ -43,11 +35,8 @@ def _flatten(detail: Any, field: str | None = None) -> list[dict[str, str]]:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if isinstance(exc, FieldError):
-        return Response(
-            {"errors": [{"field": exc.field, "code": exc.code_name, "detail": str(exc.detail)}]},
-            status=exc.status_code,
-        )
+    if isinstance(exc, AppError):
+        return Response(exc.body(), status=exc.status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

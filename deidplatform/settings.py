@@ -124,7 +124,7 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     # Face images are biometric data: the default storage has no public URL at all.
     "default": {
-        "BACKEND": "models_app.storage.PrivateStorage",
+        "BACKEND": "models_app.faces.storage.PrivateStorage",
     },
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -133,7 +133,7 @@ STORAGES = {
     },
 }
 PRIVATE_MEDIA_ROOT = Path(os.environ.get("PRIVATE_MEDIA_ROOT", DATA_DIR / "private-media"))
-MEDIA_ROOT = PRIVATE_MEDIA_ROOT  # never served by URL; see models_app.views.serve_face_image
+MEDIA_ROOT = PRIVATE_MEDIA_ROOT  # never served by URL; see models_app.faces.views.serve_face_image
 MEDIA_URL = None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
@@ -161,6 +161,9 @@ SESSION_ENGINE = os.environ.get("SESSION_ENGINE") or (
     else "django.contrib.sessions.backends.db"
 )
 SESSION_COOKIE_HTTPONLY = True
+# The rater hot path: on PostgreSQL, "next" and "submit" run as one SQL function
+# (ratings/sql/); off, or on another database, the Python reference path in ratings/services.
+RATINGS_HOT_PATH = env_bool("RATINGS_HOT_PATH", True)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -7,4 +7,7 @@ class ModelsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401
+        # Signal receivers of each domain (file clean-up; re-scoring after a promotion).
+        import models_app.faces.receivers  # noqa: F401
+        import models_app.jobs.receivers  # noqa: F401
+        import models_app.training.receivers  # noqa: F401

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from .faces import views
 
 app_name = "models_app"
 urlpatterns = [

@@ -1,6 +1,8 @@
 from rest_framework.routers import DefaultRouter
 
-from .api import DeidJobViewSet, FaceImageViewSet, ModelVersionViewSet, TrainingRunViewSet
+from .faces.api import FaceImageViewSet
+from .jobs.api import DeidJobViewSet
+from .training.api import ModelVersionViewSet, TrainingRunViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("images", FaceImageViewSet, basename="faceimage")

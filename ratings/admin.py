@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from . import services
 from .models import Assignment, Campaign, Judgment, Pair, PairLabel, Rater
+from .tasks import update_campaign_labels_task
 
 
 @admin.register(Campaign)
@@ -22,10 +23,8 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Recompute labels now (queued on the cpu worker)")
     def recompute_labels(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from .tasks import update_campaign_labels
-
         for campaign in queryset:
-            update_campaign_labels.delay(campaign.pk)
+            update_campaign_labels_task.delay(campaign.pk)
         self.message_user(request, f"Queued {queryset.count()} recomputation(s).")
 
 

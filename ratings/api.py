@@ -26,9 +26,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deidplatform.api import FieldError
-
 from . import hotpath, selectors, services
+from .errors import BLOCKED, CONSENT_REQUIRED, NOT_A_RATER, RatingError
 from .models import Campaign, PairLabel, Rater
 from .serializers import (
     CampaignSerializer,
@@ -41,13 +40,8 @@ from .serializers import (
     QueuedSerializer,
     RecomputeSerializer,
 )
-
-SESSION_KEY = "ratings_raters"
-
-
-def raise_rating_error(exc: services.RatingError) -> None:
-    raise FieldError(exc.field, exc.code, exc.detail, status_code=exc.status) from exc
-
+from .session import SESSION_KEY, session_rater
+from .tasks import update_campaign_labels_task
 
 # --- Staff -----------------------------------------------------------------------------------
 
@@ -112,12 +106,10 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], url_path="recompute")
     def recompute(self, request: Request, pk: str | None = None) -> Response:
         """Recompute labels now, on the cpu queue."""
-        from .tasks import update_campaign_labels
-
         campaign = self.get_object()
         body = RecomputeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        result = update_campaign_labels.delay(campaign.pk, method=body.validated_data["method"])
+        result = update_campaign_labels_task.delay(campaign.pk, method=body.validated_data["method"])
         return Response({"status": "queued", "task": result.id}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -168,33 +160,19 @@ class CsrfAlwaysSessionScheme(SessionScheme):
     name = "raterSession"
 
 
-def session_rater(request: Any, campaign: Campaign) -> Rater | None:
-    """The rater this browser session acts as in this campaign, if any."""
-    raters = request.session.get(SESSION_KEY, {})
-    rater = selectors.rater_for_campaign(campaign, raters.get(campaign.slug))
-    if rater is None and request.user.is_authenticated:
-        rater = Rater.objects.filter(campaign=campaign, user=request.user).first()
-    return rater
-
-
-def remember_rater(request: Any, campaign: Campaign, rater: Rater) -> None:
-    raters = dict(request.session.get(SESSION_KEY, {}))
-    raters[campaign.slug] = rater.public_id.hex
-    request.session[SESSION_KEY] = raters
-
-
 class RaterView(APIView):
     authentication_classes = [CsrfAlwaysSession]
     permission_classes = [AllowAny]  # the rater comes from the session, checked below
 
     def rater(self, request: Request, slug: str) -> tuple[Campaign, Rater]:
+        """The campaign and the session's rater in it; 403 JSON without one."""
         raters = request.session.get(SESSION_KEY, {})
         rater = selectors.rater_by_slug(slug, raters.get(slug))
         if rater is None:
             campaign = get_object_or_404(Campaign.objects.exclude(status="draft"), slug=slug)
             rater = session_rater(request, campaign)
         if rater is None:
-            raise FieldError("rater", "not_a_rater", "Open the study link first.", 403)
+            raise RatingError(NOT_A_RATER, "Open the study link first.", field="rater")
         return rater.campaign, rater
 
 
@@ -206,12 +184,9 @@ def next_body(campaign: Campaign, rater: Rater,
               result: services.NextResult | None = None) -> dict[str, Any]:
     """Next-assignment answer; raises 403 JSON for blocked or not-consented raters."""
     if result is None:
-        try:
-            result = services.next_assignments(rater.pk, campaign_id=campaign.pk)
-        except services.RatingError as exc:
-            raise_rating_error(exc)
-    if result.status in ("blocked", "consent_required"):
-        raise FieldError("rater", result.status, "See the study page.", 403)
+        result = services.next_assignments(rater.pk, campaign_id=campaign.pk)
+    if result.status in (BLOCKED, CONSENT_REQUIRED):  # the NextResult statuses are the codes
+        raise RatingError(result.status, "See the study page.", field="rater")
     rater = result.rater or rater
     items = []
     for a in result.assignments:
@@ -257,13 +232,10 @@ class SubmitJudgmentView(RaterView):
         campaign, rater = self.rater(request, slug)
         body = JudgmentInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            result = services.submit_judgment(
-                rater.pk, assignment, **body.validated_data,
-                then_next=services.DEFAULT_HOLDS, campaign_id=campaign.pk,
-            )
-        except services.RatingError as exc:
-            raise_rating_error(exc)
+        result = services.submit_judgment(
+            rater.pk, assignment, **body.validated_data,
+            then_next=services.DEFAULT_HOLDS, campaign_id=campaign.pk,
+        )
         blocked = result.rater.blocked
         out = {
             "status": "recorded" if result.created else "duplicate",

@@ -2,16 +2,18 @@
 
 A rater's loop is "POST judgment -> reply carries the next pair". Through the ORM and DRF
 that was ~13 SQL statements and most of 20 ms of CPU per judgment; here the common case is
-one call of the PL/pgSQL function ``ratings_hot`` (migration 0004), whose reply is turned
+one call of the PL/pgSQL function ``ratings_hot`` (ratings/sql/ratings_hot.sql, installed
+by migration 0004), whose reply is turned
 into the same JSON as the DRF views, without serializers.
 
 Whatever is not the common case goes to the reference path (``services`` through the DRF
-views in ``api.py``) with *nothing written*: no session rater, a body that is not plainly
+views in ``api.py``) with *nothing written* (so every rejection, with its code's one
+status, comes from those views: this module never writes an error itself): no session rater, a body that is not plainly
 valid (DRF then gives the usual 4xx JSON), a failed CSRF check (same), an unknown or
 someone else's assignment, a retry, an expired hold, a blocked or not yet qualified rater,
 a missing consent. After a recorded judgment, a next pair that needs the Python path
 (an own overdue hold, every candidate locked with no pair lock held) is chosen by
-``services.next_assignments`` right after. Same rules, same lock order: ASSIGNMENT.md.
+``services.assignment.next_assignments`` right after. Same rules, same lock order: ASSIGNMENT.md.
 
 SQLite (the embedded default) has no such function; ``available()`` is False there.
 """
@@ -33,7 +35,10 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from rest_framework.authentication import CSRFCheck
 
-from . import selectors, services
+from . import selectors
+from .services.assignment import DEFAULT_HOLDS, NextResult, maybe_reclaim, next_assignments
+from .services.labels import queue_label_update
+from .services.raters import release_blocked_rater
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +51,14 @@ _campaign_ids: dict[str, int] = {}
 
 def available() -> bool:
     """PostgreSQL with the function; ``RATINGS_HOT_PATH = False`` forces the ORM path."""
-    return connection.vendor == "postgresql" and getattr(settings, "RATINGS_HOT_PATH", True)
+    return connection.vendor == "postgresql" and settings.RATINGS_HOT_PATH
 
 
 # --- Request checks (anything unusual: return None and let the DRF view answer) ---------
 
 
 def session_rater_hex(request: HttpRequest, slug: str, session_key: str) -> str | None:
+    """The session's rater id for ``slug`` (32 hex digits), without a database query."""
     value = (request.session.get(session_key) or {}).get(slug)
     if not isinstance(value, str) or len(value) != 32:
         return None
@@ -98,7 +104,7 @@ def call(rater_hex: str, slug: str, assignment: uuid.UUID | None, judgment: tupl
     """One statement, its own transaction (autocommit), or part of the caller's."""
     campaign_id = _campaign_ids.get(slug)
     if campaign_id is not None:
-        services._maybe_reclaim(campaign_id, now)  # throttled: at most 1/s per process
+        maybe_reclaim(campaign_id, now)  # throttled: at most 1/s per process
     same, confidence, response_ms = judgment or (None, None, None)
     with connection.cursor() as cursor:
         cursor.execute(_SQL, [uuid.UUID(hex=rater_hex), slug, assignment, same, confidence,
@@ -121,6 +127,12 @@ def _iso(value: datetime) -> str:
 
 
 _url_parts: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def clear_caches() -> None:
+    """Forget cached slug→id and URL parts (tests; a campaign slug reused after deletion)."""
+    _campaign_ids.clear()
+    _url_parts.clear()
 _HOLE = "zzHOLEzz"  # matches the slug and str converters
 
 
@@ -167,7 +179,7 @@ def _next_json(slug: str, out: dict, progress: dict) -> dict[str, Any]:
             "end_url": _url("ratings:done", slug)}
 
 
-def _orm_next_json(slug: str, result: services.NextResult) -> dict[str, Any] | None:
+def _orm_next_json(slug: str, result: NextResult) -> dict[str, Any] | None:
     """The same shape from a NextResult of the Python path (after ``next_fallback``)."""
     rater = result.rater
     assert rater is not None
@@ -185,6 +197,7 @@ def _orm_next_json(slug: str, result: services.NextResult) -> dict[str, Any] | N
 
 
 def json_response(data: dict[str, Any], status: int) -> HttpResponse:
+    """JSON as DRF's JSONRenderer writes it, with the headers the DRF views send."""
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     response = HttpResponse(body, status=status, content_type="application/json")
     response["Allow"] = "POST, OPTIONS"
@@ -194,7 +207,7 @@ def json_response(data: dict[str, Any], status: int) -> HttpResponse:
 
 def next_reply(slug: str, rater_hex: str) -> HttpResponse | None:
     """POST next: the rater's holds topped up to 2, or None (use the DRF view)."""
-    out = call(rater_hex, slug, None, None, timezone.now(), services.DEFAULT_HOLDS)
+    out = call(rater_hex, slug, None, None, timezone.now(), DEFAULT_HOLDS)
     if out["outcome"] != "ok" or out["next"] is None:
         return None  # the DRF view runs the Python path (idempotent: same holds)
     return json_response(_next_json(slug, out, _progress(out)), 200)
@@ -204,25 +217,21 @@ def submit_reply(slug: str, rater_hex: str, assignment: uuid.UUID,
                  judgment: tuple[bool, int, int]) -> HttpResponse | None:
     """POST judgment: record it and answer with the next holds, or None (DRF view)."""
     now = timezone.now()
-    out = call(rater_hex, slug, assignment, judgment, now, services.DEFAULT_HOLDS)
+    out = call(rater_hex, slug, assignment, judgment, now, DEFAULT_HOLDS)
     if out["outcome"] == "fallback":
         return None  # nothing was written
     campaign_id, rater_id = out["campaign_id"], out["rater_id"]
-    if out["queue_labels"]:
-        from .tasks import update_campaign_labels
-
-        update_campaign_labels.delay_on_commit(campaign_id)
+    if out["queue_labels"]:  # the function set labels_pending (services.mark_labels_pending)
+        queue_label_update(campaign_id)
     blocked = out["blocked"]
     progress = _progress(out)
     nxt: dict[str, Any] | None = None
     if blocked:
         log.info("rater %s blocked: %s", out["rater"], out["blocked_reason"])
         # Separate transaction, as in services.submit_judgment (lock order).
-        services.release_blocked_rater(rater_id, now=now)
+        release_blocked_rater(rater_id, now=now)
     elif out["outcome"] == "next_fallback":
-        result = services.next_assignments(
-            rater_id, campaign_id=campaign_id, holds=services.DEFAULT_HOLDS, now=now
-        )
+        result = next_assignments(rater_id, campaign_id=campaign_id, holds=DEFAULT_HOLDS, now=now)
         nxt = _orm_next_json(slug, result)
         if result.rater is not None and result.rater.blocked:
             blocked = True

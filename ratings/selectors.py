@@ -1,4 +1,6 @@
-"""Reads for the rating flow: what a rater may see, progress, labels, exports."""
+"""Reads for the rating flow: what a rater may see, progress, labels, exports.
+
+Never imports services (services read through here, not the other way round)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,16 @@ from .models import Assignment, Campaign, Judgment, Pair, PairLabel, Rater
 
 IMAGE_SALT = "ratings.image"
 EXPORT_CHUNK = 2000
+
+
+def qualification_target(campaign: Campaign) -> int:
+    """Gold judgments needed to qualify (never more than the gold pairs that exist)."""
+    if campaign.qualification_size == 0:
+        return 0
+    n_gold = Pair.objects.filter(
+        campaign=campaign, active=True, kind__in=Pair.GOLD_KINDS
+    ).count()
+    return min(campaign.qualification_size, n_gold)
 
 
 def judgment_triples(campaign_id: int) -> list[tuple[int, int, bool]]:
@@ -40,6 +52,7 @@ def _public_id(value: str | None) -> uuid.UUID | None:
 
 
 def rater_for_campaign(campaign: Campaign, rater_public_id: str | None) -> Rater | None:
+    """The rater with this public id in this campaign, if any."""
     key = _public_id(rater_public_id)
     if key is None:
         return None
@@ -67,8 +80,6 @@ class Progress:
 
 
 def rater_progress(rater: Rater, campaign: Campaign) -> Progress:
-    from .services import qualification_target
-
     q_target = campaign.qualification_size if rater.qualified else qualification_target(campaign)
     if campaign.rater_quota:
         target = campaign.rater_quota
@@ -152,6 +163,7 @@ def _plain(value: Any) -> Any:
 
 
 def iter_judgment_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
+    """Every judgment of the campaign (blocked raters' too, flagged), as export rows."""
     qs: QuerySet = Judgment.objects.filter(campaign_id=campaign_id).order_by("pk").values_list(
         "pk", "pair_id", "pair__kind", "rater__public_id", "rater__blocked", "same",
         "confidence", "response_ms", "left_image_id", "correct", "too_fast", "created",
@@ -161,6 +173,7 @@ def iter_judgment_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
 
 
 def iter_label_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
+    """Every PairLabel of the campaign, as export rows."""
     qs: QuerySet = PairLabel.objects.filter(pair__campaign_id=campaign_id).order_by(
         "pair_id"
     ).values_list(

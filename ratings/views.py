@@ -15,11 +15,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from models_app.views import private_file_response
+from models_app.faces.serving import private_file_response
 
 from . import selectors, services
-from .api import SESSION_KEY, remember_rater, session_rater
 from .models import Campaign, Rater
+from .session import SESSION_KEY, remember_rater, session_rater
 
 # External crowds pass their ids as URL parameters; accept a conservative alphabet only.
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
@@ -31,6 +31,23 @@ _ENTRY_PARAMS = {
 
 def _campaign(slug: str) -> Campaign:
     return get_object_or_404(Campaign.objects.exclude(status=Campaign.Status.DRAFT), slug=slug)
+
+
+def _page_rater(
+    request: HttpRequest, campaign: Campaign, *, create: bool = False, allow_blocked: bool = False
+) -> Rater | HttpResponse:
+    """The prelude of every rater page: the session's rater in ``campaign``, or the page
+    that refuses it (no rater: 403 "open the study link"; blocked: the polite page).
+    ``create``: a logged-in user without a rater yet becomes one (the landing page)."""
+    rater = session_rater(request, campaign)
+    if rater is None and create and request.user.is_authenticated:
+        rater = services.get_or_create_rater(campaign, user=request.user)
+        remember_rater(request, campaign, rater)
+    if rater is None:
+        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    if rater.blocked and not allow_blocked:
+        return render(request, "ratings/blocked.html", {"campaign": campaign})
+    return rater
 
 
 def _external_identity(request: HttpRequest) -> tuple[str, str, dict[str, str]] | None:
@@ -61,14 +78,9 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
             remember_rater(request, campaign, rater)
         # Drop the participant ids from the address bar, history and any later Referer.
         return redirect("ratings:rate", slug=campaign.slug)
-    rater = session_rater(request, campaign)
-    if rater is None and request.user.is_authenticated:
-        rater = services.get_or_create_rater(campaign, user=request.user)
-        remember_rater(request, campaign, rater)
-    if rater is None:
-        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
-    if rater.blocked:
-        return render(request, "ratings/blocked.html", {"campaign": campaign})
+    rater = _page_rater(request, campaign, create=True)
+    if isinstance(rater, HttpResponse):
+        return rater
     if campaign.status != Campaign.Status.ACTIVE:
         return render(request, "ratings/no_work.html", {"campaign": campaign, "closed": True})
     if campaign.consent_text and rater.consented_at is None:
@@ -88,10 +100,11 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
+    """The rater agrees to the consent text, then goes on to the landing page."""
     campaign = _campaign(slug)
-    rater = session_rater(request, campaign)
-    if rater is None:
-        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    rater = _page_rater(request, campaign, allow_blocked=True)  # as before: harmless
+    if isinstance(rater, HttpResponse):
+        return rater
     services.record_consent(rater)
     return redirect("ratings:rate", slug=campaign.slug)
 
@@ -100,11 +113,9 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
 def done(request: HttpRequest, slug: str) -> HttpResponse:
     """End page: completion code (and redirect) when the rater finished; otherwise explain."""
     campaign = _campaign(slug)
-    rater = session_rater(request, campaign)
-    if rater is None:
-        return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
-    if rater.blocked:
-        return render(request, "ratings/blocked.html", {"campaign": campaign})
+    rater = _page_rater(request, campaign)
+    if isinstance(rater, HttpResponse):
+        return rater
     result = services.next_assignments(rater.pk, holds=0)
     if result.status == "finished":
         return render(request, "ratings/done.html", {"campaign": campaign})

@@ -6,21 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data"))
-LFW_DIR = SHARED_DATA / "lfw" / "lfw-deepfunneled"
-ATT_DIR = SHARED_DATA / "att_faces"
-
-
-def require_lfw() -> Path:
-    if not LFW_DIR.is_dir():
-        pytest.skip(f"LFW data not found at {LFW_DIR} (../shared/data is absent)")
-    return LFW_DIR
+from tests.helpers import LFW_DIR, REPO, SHARED_DATA, require_lfw, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -44,6 +34,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Process-level caches start empty in every test, so no test sees another's state (a
+    loaded proxy version keyed by a reused id, a stale campaign lookup)."""
+    from models_app.training.selectors import clear_model_cache
+    from ratings.hotpath import clear_caches
+    from ratings.services.assignment import clear_reclaim_clock
+
+    resets = (clear_model_cache, clear_caches, clear_reclaim_clock)
+    for reset in resets:
+        reset()
+    yield
+    for reset in resets:
+        reset()
 
 
 @pytest.fixture(autouse=True)
@@ -98,19 +104,21 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.time() + 90
-    while time.time() < deadline:
+
+    def ready() -> bool:
         log.seek(0)
-        if " ready." in log.read():
-            break
+        text = log.read()
         if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"celery worker exited early:\n{log.read()}")
-        time.sleep(0.3)
-    else:
+            pytest.fail(f"celery worker exited early:\n{text}")
+        return " ready." in text
+
+    try:
+        wait_for(ready, timeout=90, what="the celery worker to start")
+    except BaseException:
         proc.kill()
         log.seek(0)
-        pytest.fail(f"celery worker did not start:\n{log.read()}")
+        print(log.read())
+        raise
     proc.media_root = media
     proc.log = log
     yield proc

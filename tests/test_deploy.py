@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 def _compose() -> dict:
@@ -61,6 +61,7 @@ def _settings_json(env: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_embedded_defaults_need_no_server(tmp_path):
     p = _settings_json({"DEBUG": "1", "DEID_DATA_DIR": str(tmp_path)})
     assert p.returncode == 0, p.stderr
@@ -70,6 +71,7 @@ def test_embedded_defaults_need_no_server(tmp_path):
     assert out["media"].startswith(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_production_settings_come_from_the_environment(tmp_path):
     p = _settings_json({
         "SECRET_KEY": "s3cret", "DEID_DATA_DIR": str(tmp_path),

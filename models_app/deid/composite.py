@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models_app.vision.faces import CONTEXT_PADDING, CONTEXT_SIZE, stored_shape
+from models_app.vision.chips import CONTEXT_PADDING, CONTEXT_SIZE
+from models_app.vision.faces import stored_shape
 
 
 def context_affine(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models_app.vision.faces import CHIP_OFFSET, CHIP_SIZE, CONTEXT_SIZE
+from models_app.vision.chips import CHIP_SIZE, CONTEXT_SIZE, central_chip
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ def jpeg_straight_through(x: torch.Tensor, qualities: list[int]) -> torch.Tensor
     The straight-through estimator is what EOT needs here: the gradient of the chip itself is
     a good direction, and the forward value is what a real decoder produces.
     """
-    arr = x.detach().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    jpg = torch.from_numpy(jpeg_numpy(arr, qualities)).permute(0, 3, 1, 2).to(x)
+    jpg = torch.from_numpy(jpeg_numpy(to_uint8(x), qualities)).permute(0, 3, 1, 2).to(x)
     return x + (jpg - x).detach()
 
 
@@ -132,7 +131,7 @@ def eot_contexts(
             ctx, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
     jittered = straight_round(jittered)
-    return jittered, _maybe_jpeg(_central_chip(jittered), cfg, generator)
+    return jittered, _maybe_jpeg(central_chip(jittered), cfg, generator)
 
 
 def _per_sample(context: torch.Tensor, cfg: EOTConfig, samples: int | None) -> torch.Tensor:
@@ -143,10 +142,6 @@ def _per_sample(context: torch.Tensor, cfg: EOTConfig, samples: int | None) -> t
 
 def _no_jitter(cfg: EOTConfig) -> bool:
     return cfg.max_shift_px == 0 and cfg.max_scale == 0 and cfg.max_rotate_deg == 0
-
-
-def _central_chip(context: torch.Tensor) -> torch.Tensor:
-    return context[..., CHIP_OFFSET : CHIP_OFFSET + CHIP_SIZE, CHIP_OFFSET : CHIP_OFFSET + CHIP_SIZE]
 
 
 def _maybe_jpeg(
@@ -174,7 +169,7 @@ def eot_chips(
     face-major (face i owns rows i*samples .. i*samples+samples-1)."""
     ctx = _per_sample(context, cfg, samples)
     if _no_jitter(cfg):
-        chips = _central_chip(ctx)
+        chips = central_chip(ctx)
     else:
         chips = cut_chips(ctx, chip_affine(ctx.shape[0], cfg, generator, str(ctx.device)))
     return _maybe_jpeg(straight_round(chips), cfg, generator)

@@ -29,296 +29,36 @@ image every iteration; ``evolve`` makes each iteration's output the next iterati
 (parameters reset to the identity after each round, Adam moments kept).
 
 The returned image is the best record (lowest g; the success record when there is one).
-Score-B: τB = 0.5 with the default ``min_similarity`` aggregation means every CFRU of the
-ensemble matches at its LFW-calibrated threshold (calibrated similarity is
-``sigmoid(scale·(thr − d))``, ≥ 0.5 exactly when d ≤ thr); with ``fraction_matching`` use
-τB = 1.0 for the same meaning. ``mean_similarity``/``product_similarity`` are allowed but
-τB then is not "every CFRU matches" — see :meth:`DeidConfig.validate`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from models_app.vision import cfru as cfru_mod
-from models_app.vision import faces
+from models_app.vision.chips import central_chip
 from models_app.vision.dlib_resnet import get_dlib_resnet
 
-from . import DeidConfigError
-from .composite import change_mask, composite
-from .eot import EOTConfig, eot_chips, eot_contexts, straight_round, to_uint8
-from .loss import LossTerms, LossWeights, deid_loss
-from .params import PARAMETERISATIONS, Parameterisation, StyleRanges, build_parameterisation
+from .composite import composite
+from .config import DeidConfig
+from .confirm import FINAL_ENSEMBLE, score_as_saved
+from .eot import eot_chips, eot_contexts, straight_round, to_uint8
+from .loss import LossTerms, deid_loss
+from .params import Parameterisation, StyleRanges, build_parameterisation
+from .score_a import ScoreAProxy
+from .state import DeidResult, DeidSource, DeidState, IterationRecord
 
 STOP_SUCCESS = "success"
 STOP_CONVERGED = "converged"
 STOP_MAX_ITERATIONS = "max_iterations"
 STOP_CANCELLED = "cancelled"
 STOP_REASONS = (STOP_SUCCESS, STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_CANCELLED)
-MODES = ("restart", "evolve")
-STATE_VERSION = 1
-
-# In the loop, score-B comes from the torch port of dlib's network: the same weights as the
-# reference runtime (within ~1e-6), and its Θ0 is already computed by the loss pass, so
-# score-B costs nothing extra. The final score-B is always the dlib runtime on the saved file.
-DEFAULT_ENSEMBLE: dict[str, Any] = {"cfrus": [cfru_mod.TORCH_PORT], "aggregation": "min_similarity"}
-FINAL_ENSEMBLE: dict[str, Any] = {"cfrus": [cfru_mod.DLIB_RUNTIME], "aggregation": "min_similarity"}
-# The aggregation -> the τB for which "score-B ≥ τB" means every CFRU matches.
-ALL_MATCH_TAU_B = {"min_similarity": 0.5, "fraction_matching": 1.0}
-
-
-class ScoreAProxy(Protocol):
-    """The human proxy as the loop sees it: two context crops (N,3,300,300) float in [0,255]
-    (source, output) -> P(a person says "same") (N,), differentiable w.r.t. the output.
-
-    Optional: ``logit(src, out)`` (log-odds; used for the gradient, which P loses when it
-    saturates) and ``logit_with_features(src, out, emb, taps)`` (reuses the loop's CFRU pass
-    on the output's plain chip); :class:`~.proxy.HumanProxyScorer` has both."""
-
-    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor: ...
-
-
-# --------------------------------------------------------------------------------------------
-# Job configuration
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeidConfig:
-    """Every job parameter, with defaults. ``validate`` raises :class:`DeidConfigError` naming
-    the field; ``to_dict``/``from_dict`` round-trip through JSON."""
-
-    parameterisation: str = "style"
-    mode: str = "restart"
-    tau_a: float = 0.3
-    tau_b: float = 0.5
-    lr: float | None = None  # None: the parameterisation's default (style 0.08, pixels 0.05)
-    steps_per_iteration: int = 1
-    max_iterations: int = 90
-    convergence_window: int = 20
-    convergence_eps: float = 0.005
-    ensemble: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENSEMBLE))
-    loss: LossWeights = field(default_factory=LossWeights)
-    eot: EOTConfig = field(default_factory=EOTConfig)
-    pixels_eps: float = 12.0  # bound of the pixels residual, grey levels
-    style_ranges: Mapping[str, Any] = field(default_factory=dict)  # StyleRanges overrides
-    seed: int = 0
-    # Confirm a candidate success the way the result will be judged: composite into the
-    # photo, detect and align afresh, score-B by the dlib runtime and score-A by the proxy
-    # on the fresh crop; both must pass (only for sources that come with their photo).
-    confirm_saved: bool = True
-
-    def validate(self) -> None:
-        def need(ok: bool, name: str, msg: str) -> None:
-            if not ok:
-                raise DeidConfigError(name, msg)
-
-        need(
-            self.parameterisation in PARAMETERISATIONS,
-            "parameterisation",
-            f"unknown {self.parameterisation!r}; one of {sorted(PARAMETERISATIONS)}",
-        )
-        need(self.mode in MODES, "mode", f"unknown {self.mode!r}; one of {list(MODES)}")
-        for name in ("tau_a", "tau_b"):
-            v = getattr(self, name)
-            need(
-                isinstance(v, int | float) and 0.0 <= v <= 1.0,
-                name,
-                f"must be in [0, 1], got {v!r}",
-            )
-        need(
-            self.lr is None or (isinstance(self.lr, int | float) and 0 < self.lr < 10),
-            "lr",
-            f"must be in (0, 10), got {self.lr!r}",
-        )
-        for name, lo, hi in (
-            ("steps_per_iteration", 1, 100),
-            ("max_iterations", 1, 10000),
-            ("convergence_window", 2, 10000),
-        ):
-            v = getattr(self, name)
-            need(isinstance(v, int) and lo <= v <= hi, name, f"must be an integer in [{lo}, {hi}]")
-        need(
-            isinstance(self.convergence_eps, int | float) and self.convergence_eps >= 0,
-            "convergence_eps",
-            "must be >= 0",
-        )
-        need(self.pixels_eps > 0, "pixels_eps", "must be > 0")
-        try:
-            StyleRanges(**dict(self.style_ranges))
-        except TypeError as exc:
-            raise DeidConfigError("style_ranges", str(exc)) from None
-        try:
-            ens = cfru_mod.build_ensemble(self.ensemble)
-        except ValueError as exc:
-            raise DeidConfigError("ensemble", str(exc)) from None
-        want = ALL_MATCH_TAU_B.get(ens.aggregation)
-        need(
-            want is None or self.tau_b >= want,
-            "tau_b",
-            f"with {ens.aggregation!r}, tau_b must be >= {want} so that score-B >= tau_b means "
-            "every CFRU matches at its calibrated threshold",
-        )
-        self.loss.validate()
-        e = self.eot
-        need(e.samples >= 1 and e.confirm_samples >= 0, "eot", "samples must be >= 1")
-        need(
-            0 <= e.jpeg_prob <= 1 and 1 <= e.jpeg_quality[0] <= e.jpeg_quality[1] <= 100,
-            "eot",
-            "jpeg_prob in [0,1], 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100",
-        )
-
-    def learning_rate(self) -> float:
-        return (
-            self.lr if self.lr is not None else PARAMETERISATIONS[self.parameterisation].default_lr
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ensemble"] = dict(self.ensemble)
-        d["style_ranges"] = dict(self.style_ranges)
-        d["loss"] = self.loss.to_dict()
-        d["eot"] = self.eot.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> DeidConfig:
-        """Build from a JSON-like dict (unknown keys are a DeidConfigError naming them)."""
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DeidConfigError(unknown[0], f"unknown job parameter; known: {sorted(known)}")
-        try:
-            if "loss" in d and not isinstance(d["loss"], LossWeights):
-                d["loss"] = LossWeights(**d["loss"])
-            if "eot" in d and not isinstance(d["eot"], EOTConfig):
-                d["eot"] = EOTConfig.from_dict(d["eot"])
-        except TypeError as exc:
-            raise DeidConfigError("loss" if "Loss" in str(exc) else "eot", str(exc)) from None
-        return cls(**d)
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs, records, results, resume state
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DeidSource:
-    """A face to de-identify: its 300x300 context crop and, for compositing, the photo."""
-
-    context: np.ndarray  # (300,300,3) uint8, faces.context_crop
-    photo: np.ndarray | None = None  # (H,W,3) uint8 RGB
-    box: tuple[int, int, int, int] | None = None
-    landmarks: list[tuple[int, int]] | None = None
-
-    @property
-    def chip(self) -> np.ndarray:
-        return np.ascontiguousarray(faces.chip_from_context(self.context))
-
-    def change_mask(self) -> np.ndarray | None:
-        """Where a change of the context crop survives compositing into the photo (see
-        :func:`~.composite.change_mask`); None without a photo (every pixel counts)."""
-        if self.photo is None or self.box is None or self.landmarks is None:
-            return None
-        return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0])
-
-
-def prepare_source(rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)) -> DeidSource | None:
-    """Detect and align the most central face of a photo; None when there is none."""
-    face = faces.detect_and_align(rgb, upsample_steps=upsample_steps)
-    if face is None:
-        return None
-    ctx = faces.context_crop(rgb, face.box, face.landmarks)
-    return DeidSource(ctx, np.ascontiguousarray(rgb), face.box, list(face.landmarks))
-
-
-@dataclass
-class IterationRecord:
-    """One scored image of one face (what a DeidIteration row stores).
-
-    ``iteration`` 0 is the unmodified source; k is the image after k rounds. ``seconds`` is
-    the wall time of the round that produced this record, for the whole batch.
-    """
-
-    face: int
-    iteration: int
-    score_a: float
-    score_b: float  # ensemble score-B, mean over this record's EOT samples
-    score_b_min: float  # worst EOT sample (and the confirmation, when it ran)
-    per_cfru: list[dict[str, Any]]  # first sample: name, distance, similarity, matches
-    loss: dict[str, float]
-    objective: float  # g = max(A - τA, 0) + max(τB - B, 0); 0 is success
-    success: bool
-    confirmed: bool | None  # None: no confirmation ran on this record
-    change: dict[str, float]
-    seconds: float
-    saved_score_a: float | None = None  # from the saved-file confirmation, when it ran
-    saved_score_b: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class DeidResult:
-    face: int
-    stop_reason: str
-    iterations: int  # rounds run before stopping
-    best_iteration: int  # the record whose image is returned
-    score_a: float
-    score_b: float
-    context: np.ndarray  # (300,300,3) uint8 output context crop
-    photo: np.ndarray | None  # the full photo with the output composited back (if given)
-    records: list[IterationRecord]
-    seconds: float  # wall time of the run (shared by the batch)
-
-
-@dataclass
-class DeidState:
-    """Everything needed to continue a batch after a worker dies.
-
-    ``iteration`` rounds are complete; the next forward pass scores image ``iteration``.
-    Serialise with :meth:`to_bytes` (``torch.save`` of tensors, lists and numbers only, so
-    :meth:`from_bytes` loads with ``weights_only=True``: no unpickling of code).
-    """
-
-    iteration: int
-    params: torch.Tensor  # (N, P) float32
-    optimizer: dict[str, Any]  # torch.optim.Adam state_dict
-    base: torch.Tensor | None  # evolve mode: (N,3,300,300) uint8 current input images
-    history: list[list[float]]  # objective g per face, records 0..iteration-1
-    best: list[dict[str, float]]  # per face: objective, iteration, score_a, score_b
-    best_images: torch.Tensor  # (N,3,300,300) uint8
-    done: list[str | None]  # stop reason per face, None while running
-    rng: torch.Tensor  # EOT generator state
-    config: dict[str, Any]
-
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save({"version": STATE_VERSION, **asdict(self)}, buf)
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> DeidState:
-        raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if raw.pop("version", None) != STATE_VERSION:
-            raise ValueError("not a de-identification state of this version")
-        return cls(**raw)
-
-
-# --------------------------------------------------------------------------------------------
-# The loop
-# --------------------------------------------------------------------------------------------
 
 
 def _to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -430,7 +170,7 @@ def run_deid_batch(
     ).to(device)[:, None]
     src_chips_u8 = np.stack([s.chip for s in sources])
     with torch.no_grad():
-        src_emb, src_taps = net.features(identity_cut(src_ctx))
+        src_emb, src_taps = net.features(central_chip(src_ctx))
     scorer = _Scorer(ensemble, src_chips_u8, src_emb)
     final_ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE) if cfg.confirm_saved else None
 
@@ -494,7 +234,7 @@ def run_deid_batch(
         # One CFRU pass on [plain chips; EOT chips]: taps (formula A) use the plain chip, Θ0
         # (formula A) and score-B the EOT chips, the proxy's identity branch the chip of
         # the view it scores (the first EOT chip with ``eot.proxy``, else the plain one).
-        emb, taps = net.features(torch.cat([identity_cut(out), chips]))
+        emb, taps = net.features(torch.cat([central_chip(out), chips]))
         taps_plain = {name: v[:k] for name, v in taps.items()}
         if cfg.eot.proxy:
             rows = torch.arange(k, device=emb.device) * cfg.eot.samples + k
@@ -558,7 +298,7 @@ def run_deid_batch(
                 confirmed = success = b_conf >= cfg.tau_b
             saved: tuple[float, float] | None = None
             if success and final_ens is not None and sources[i].photo is not None:
-                saved = _confirm_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens)
+                saved = score_as_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens)
                 confirmed = success = saved[0] <= cfg.tau_a and saved[1] >= cfg.tau_b
             g = 0.0 if success else max(_objective(a, b_min, cfg), 1e-9)
             history[i].append(g)
@@ -652,12 +392,6 @@ def run_deid(
     return run_deid_batch([source], proxy, config, **kwargs)[0]
 
 
-def identity_cut(context: torch.Tensor) -> torch.Tensor:
-    """The recognition chip of (N,3,300,300) contexts, exactly the central 150 window."""
-    o = faces.CHIP_OFFSET
-    return context[..., o : o + faces.CHIP_SIZE, o : o + faces.CHIP_SIZE]
-
-
 @torch.no_grad()
 def _confirm(
     out: torch.Tensor,
@@ -669,33 +403,10 @@ def _confirm(
 ) -> float:
     """Worst score-B over fresh EOT chips plus the plain central chip of one output."""
     k = cfg.eot.confirm_samples
-    chips = torch.cat([identity_cut(out), eot_chips(out, cfg.eot, gen, samples=k)])
+    chips = torch.cat([central_chip(out), eot_chips(out, cfg.eot, gen, samples=k)])
     emb = net(chips)
     scores = scorer.score([face], k + 1, chips, emb)[0]
     return float(min(s.score for s in scores))
-
-
-@torch.no_grad()
-def _confirm_saved(
-    out: torch.Tensor,
-    source: DeidSource,
-    src_ctx: torch.Tensor,
-    proxy: ScoreAProxy,
-    final_ens: cfru_mod.CFRUEnsemble,
-) -> tuple[float, float]:
-    """(score-A, score-B) of one output as it will be judged: composited into the photo,
-    detected and aligned afresh; score-B by the final ensemble (the dlib runtime), score-A by
-    the proxy on the fresh context crop. No face found: (1.0, 0.0)."""
-    assert source.photo is not None and source.box is not None and source.landmarks is not None
-    ctx = out.detach().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context)
-    face = faces.detect_and_align(photo)
-    if face is None:
-        return 1.0, 0.0
-    b = final_ens.score_b(source.chip, face.chip).score
-    fresh = faces.context_crop(photo, face.box, face.landmarks)
-    t = torch.from_numpy(fresh).to(src_ctx.device).permute(2, 0, 1)[None].float()
-    return float(proxy(src_ctx, t)[0]), float(b)
 
 
 def _finite_grad(theta: torch.Tensor) -> None:
@@ -724,47 +435,3 @@ def _check_resume(state: DeidState, cfg: DeidConfig, n: int) -> None:
     for key in ("parameterisation", "mode", "pixels_eps", "style_ranges"):
         if state.config.get(key) != getattr(cfg, key):
             raise ValueError(f"resume state was made with {key}={state.config.get(key)!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Honest final score-B
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FinalScore:
-    """Score-B of a saved output after fresh detection and alignment."""
-
-    detected: bool
-    score_b: float  # 0.0 when no face is found in the saved output
-    matches: bool
-    score: cfru_mod.ScoreB | None
-    chip: np.ndarray | None
-
-
-def score_saved_output(
-    source_chip: np.ndarray,
-    saved: bytes | str | np.ndarray,
-    ensemble: cfru_mod.CFRUEnsemble | Mapping[str, Any] | None = None,
-    tau_b: float = 0.5,
-) -> FinalScore:
-    """Decode the saved file (bytes, a path, or decoded RGB), detect and align the face afresh,
-    and score it against the source chip with the ensemble (default: the dlib runtime)."""
-    if isinstance(saved, np.ndarray):
-        rgb = saved
-    else:
-        from PIL import Image
-
-        f = io.BytesIO(saved) if isinstance(saved, bytes) else saved
-        with Image.open(f) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    ens = (
-        ensemble
-        if isinstance(ensemble, cfru_mod.CFRUEnsemble)
-        else cfru_mod.build_ensemble(ensemble or FINAL_ENSEMBLE)
-    )
-    face = faces.detect_and_align(rgb)
-    if face is None:
-        return FinalScore(False, 0.0, False, None, None)
-    s = ens.score_b(np.ascontiguousarray(source_chip), face.chip)
-    return FinalScore(True, s.score, s.score >= tau_b, s, face.chip)

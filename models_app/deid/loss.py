@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from models_app.vision.dlib_resnet import DLIB_DISTANCE_THRESHOLD, TAP_NAMES
 
+from .errors import DeidConfigError
+
 # Low and mid-level taps carry texture/colour ("style"); the deeper ones carry identity, so by
 # default they are not pushed apart (λk = 0).
 DEFAULT_TAP_WEIGHTS: dict[str, float] = {"stem": 0.3, "level1": 0.3, "level2": 0.2}
@@ -51,8 +53,6 @@ class LossWeights:
     lambda_prior: float = 0.05
 
     def validate(self) -> None:
-        from . import DeidConfigError
-
         for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):

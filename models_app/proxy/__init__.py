@@ -5,7 +5,12 @@ Django side (training runs, model registry, Celery tasks) is a thin layer on top
 
 * :mod:`.network` — :class:`~.network.HumanProxy` (identity branch on the frozen dlib-torch
   CFRU, trainable appearance branch, fused calibrated head);
-* :mod:`.data` — pair sets (LFW natural pairs, human-labelled pairs), subject-disjoint splits;
+* :mod:`.appearance` — the appearance branch's encoder (small CNN + colour descriptors);
+* :mod:`.config` — :class:`~.config.ProxyConfig` (architecture) and
+  :class:`~.config.ProxyMeta` (registry facts), the JSON stored with the weights;
+* :mod:`.calibration` — Platt scaling of the logits;
+* :mod:`.data` — pair sets (:class:`~.data.LabelledPair`: LFW natural pairs, human-labelled
+  pairs), subject-disjoint splits, per-image inputs (:class:`~.data.ImageBank`);
 * :mod:`.train` — :func:`~.train.train_proxy` with the stop rules of claims 7, 9 and 10;
 * :mod:`.metrics` — AUC, accuracy, Brier, ECE, reliability diagram, human ceiling;
 * :mod:`.io` — safetensors + JSON save/load that never unpickles.

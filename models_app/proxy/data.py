@@ -2,10 +2,12 @@
 
 Two levels:
 
-* :class:`PairTable` — the pairs as data (image keys, soft target, weight, subjects), what a
+* :class:`PairTable` — the pairs as data (:class:`LabelledPair` rows: image keys, soft target,
+  weight, subjects; not ``ratings.models.Pair``, the pair people are asked about), what a
   training run snapshots and what :func:`split_by_subject` splits;
-* :class:`ImageBank` — per-image network inputs (frozen identity features + the downsampled
-  context crop), computed once per image so training does not rerun the frozen CFRU.
+* :class:`ImageBank` — per-image network inputs (:class:`ImageInputs`: frozen identity
+  features + the downsampled context crop), computed once per image so training does not
+  rerun the frozen CFRU.
 
 :class:`ContextPairDataset` is the generic torch ``Dataset`` of
 ``(context_a, context_b, soft_target, weight, subject_a, subject_b)`` for end-to-end use.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from . import SingleSubjectError, TooFewPairsError
 
 
 @dataclass(frozen=True)
-class Pair:
+class LabelledPair:
     """One pair of images with its (soft) answer.
 
     ``target`` is human score-A in [0, 1] (1 = people say "same"); natural pairs use 1.0/0.0.
@@ -53,7 +56,7 @@ def human_pair_weight(n_judgments: int, reliability: float = 1.0) -> float:
 class PairTable:
     """Pairs as parallel lists, JSON-serialisable through :meth:`to_records`."""
 
-    pairs: list[Pair] = field(default_factory=list)
+    pairs: list[LabelledPair] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -84,9 +87,9 @@ class PairTable:
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping]) -> PairTable:
-        return cls([Pair(**dict(r)) for r in records])
+        return cls([LabelledPair(**dict(r)) for r in records])
 
-    def select(self, keep: Callable[[Pair], bool]) -> PairTable:
+    def select(self, keep: Callable[[LabelledPair], bool]) -> PairTable:
         return PairTable([p for p in self.pairs if keep(p)])
 
 
@@ -127,10 +130,10 @@ def read_lfw_pairs(path: str | Path) -> list[PairTable]:
             pid = f"{path.stem}:{f}:{i}"
             if len(r) == 3:
                 a, b = lfw_image_key(r[0], r[1]), lfw_image_key(r[0], r[2])
-                fold.append(Pair(a, b, 1.0, 1.0, r[0], r[0], True, pid))
+                fold.append(LabelledPair(a, b, 1.0, 1.0, r[0], r[0], True, pid))
             elif len(r) == 4:
                 a, b = lfw_image_key(r[0], r[1]), lfw_image_key(r[2], r[3])
-                fold.append(Pair(a, b, 0.0, 1.0, r[0], r[2], True, pid))
+                fold.append(LabelledPair(a, b, 0.0, 1.0, r[0], r[2], True, pid))
             else:
                 raise ValueError(f"{path}: bad line {' '.join(r)!r}")
         folds.append(PairTable(fold))
@@ -149,10 +152,11 @@ def make_natural_pairs(
     for k in keys:
         by_subject.setdefault(subject_of[k], []).append(k)
     same = [(a, b) for ks in by_subject.values() for i, a in enumerate(ks) for b in ks[i + 1 :]]
-    out: list[Pair] = []
+    out: list[LabelledPair] = []
     for i in rng.permutation(len(same))[:n_same]:
         a, b = same[i]
-        out.append(Pair(a, b, 1.0, 1.0, subject_of[a], subject_of[b], True, f"nat:{a}|{b}"))
+        pid = f"nat:{a}|{b}"
+        out.append(LabelledPair(a, b, 1.0, 1.0, subject_of[a], subject_of[b], True, pid))
     seen: set[tuple[str, str]] = set()
     if len(by_subject) > 1:
         for _ in range(20 * n_different):
@@ -162,7 +166,8 @@ def make_natural_pairs(
             if subject_of[a] == subject_of[b] or (a, b) in seen or (b, a) in seen:
                 continue
             seen.add((a, b))
-            out.append(Pair(a, b, 0.0, 1.0, subject_of[a], subject_of[b], True, f"nat:{a}|{b}"))
+            pid = f"nat:{a}|{b}"
+            out.append(LabelledPair(a, b, 0.0, 1.0, subject_of[a], subject_of[b], True, pid))
     return PairTable(out)
 
 
@@ -193,7 +198,7 @@ class SubjectSplit:
         which keeps the parts disjoint by subject.
         """
         part = self.part_of()
-        out: dict[str, list[Pair]] = {"train": [], "val": [], "test": [], "dropped": []}
+        out: dict[str, list[LabelledPair]] = {"train": [], "val": [], "test": [], "dropped": []}
         for p in pairs:
             pa, pb = part.get(p.subject_a), part.get(p.subject_b)
             out[pa if pa is not None and pa == pb else "dropped"].append(p)
@@ -276,6 +281,20 @@ def split_by_subject(
 # --------------------------------------------------------------------------------------------
 
 
+class ImageInputs(NamedTuple):
+    """Per-image inputs of the pair head (rows of an :class:`ImageBank`).
+
+    ``identity`` (N, identity_dim): frozen CFRU features; ``small`` (N, 3, 75, 75): the
+    pooled context crop (the CNN's input); ``descriptors`` (N, descriptor_dim): the fixed
+    colour/low-pass descriptors. None has parameters, so all three can be cached.
+    """
+
+    identity: torch.Tensor
+    small: torch.Tensor
+    descriptors: torch.Tensor
+
+
+
 @dataclass
 class ImageBank:
     """Per-image inputs of the proxy, row ``i`` for ``keys[i]``, built once per image with
@@ -312,10 +331,8 @@ class ImageBank:
             torch.cat([b.descriptors for b in banks]),
         )
 
-    def rows(self, idx: torch.Tensor):
-        """:class:`~.network.ImageInputs` for these row indices."""
-        from .network import ImageInputs
-
+    def rows(self, idx: torch.Tensor) -> ImageInputs:
+        """:class:`ImageInputs` for these row indices."""
         return ImageInputs(self.identity[idx], self.small[idx], self.descriptors[idx])
 
     def indices(self, pairs: PairTable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -363,7 +380,9 @@ class ContextPairDataset(Dataset):
     reads private storage).
     """
 
-    def __init__(self, pairs: PairTable | Sequence[Pair], load: Callable[[str], np.ndarray]):
+    def __init__(
+        self, pairs: PairTable | Sequence[LabelledPair], load: Callable[[str], np.ndarray]
+    ) -> None:
         self.pairs = list(pairs)
         self.load = load
 

@@ -24,7 +24,8 @@ from typing import IO
 import torch
 
 from . import CorruptModelError
-from .network import HumanProxy, ProxyConfig, ProxyMeta
+from .config import ProxyConfig, ProxyMeta
+from .network import HumanProxy
 
 FORMAT = "deid-human-proxy"
 FORMAT_VERSION = "1"

@@ -212,6 +212,16 @@ def score_a(judgments: Iterable[Judgment]) -> dict[str, float]:
     }
 
 
+def _others_majority(n: int, n_same: int, same: bool) -> bool | None:
+    """The majority answer ("same" = True) of a pair's other raters, leaving out one whose
+    answer is ``same`` (of ``n`` answers, ``n_same`` "same"); None when they tie or nobody
+    else answered."""
+    n_other, n_other_same = n - 1, n_same - int(same)
+    if n_other == 0 or 2 * n_other_same == n_other:
+        return None
+    return 2 * n_other_same > n_other
+
+
 def human_ceiling(judgments: Iterable[Judgment]) -> dict:
     """Leave-one-rater-out agreement: each rater's answers against the majority of the
     other raters on the same pairs (pairs where the others tie or nobody else answered are
@@ -222,10 +232,9 @@ def human_ceiling(judgments: Iterable[Judgment]) -> dict:
     for votes in by_pair.values():
         n, n_same = len(votes), sum(s for _, s in votes)
         for rid, same in votes:
-            on, os_ = n - 1, n_same - int(same)
-            if on == 0 or 2 * os_ == on:
-                continue
-            hits[rid].append(same == (2 * os_ > on))
+            others = _others_majority(n, n_same, same)
+            if others is not None:
+                hits[rid].append(same == others)
     per_rater = {r: float(np.mean(h)) for r, h in hits.items() if h}
     pooled = [x for h in hits.values() for x in h]
     return {
@@ -259,10 +268,9 @@ def proxy_agreement(probs: Mapping[str, float], judgments: Iterable[Judgment]) -
             continue
         n, n_same = len(votes), sum(s for _, s in votes)
         for _, same in votes:
-            on, os_ = n - 1, n_same - int(same)
-            if on == 0 or 2 * os_ == on:
-                continue
-            loo.append((probs[pid] > 0.5) == (2 * os_ > on))
+            others = _others_majority(n, n_same, same)
+            if others is not None:
+                loo.append((probs[pid] > 0.5) == others)
     return {
         "vs_majority": vs_maj,
         "vs_leave_one_out": float(np.mean(loo)) if loo else float("nan"),

@@ -9,16 +9,14 @@ padding 1.0, so hair, ears, clothes and background show), with two branches:
   cosine of Θ0 and per-tap cosines and relative distances (optionally also |Δ| and products
   of the normalised Θ0: ``identity_vectors``);
 * appearance — trainable, on the context crop average-pooled to 75x75 (low frequencies):
-  a small CNN plus hand-made differentiable descriptors (per-region colour means, standard
-  deviations and soft histograms for face centre, hair band, sides, clothes and background
-  ring; a 5x5 low-pass image).
+  :class:`~.appearance.AppearanceEncoder`.
 
 An appearance head turns the appearance pair features into a logit of its own (trained with
 an auxiliary loss, calibrated separately: ``branch="appearance"``). The fused logit (default
 ``fusion="gated"``) is ``identity(id) + softplus(gate(id)) * appearance``, with ``id`` the
 scalar identity pair features: appearance evidence enters through one non-negative channel
 whose weight depends on how clear the face evidence is. Platt scaling
-``sigmoid(a * logit + b)``, fitted on a validation split, makes it a calibrated P(same).
+``sigmoid(a * logit + b)`` (:mod:`.calibration`) makes it a calibrated P(same).
 
 Everything is differentiable w.r.t. both input images (the de-identification loop descends
 score-A w.r.t. its output image). Per-image work splits into :meth:`identity_features` (frozen,
@@ -28,10 +26,7 @@ cacheable) and :meth:`appearance_input` (a fixed pooling), so training runs on a
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,167 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models_app.vision import dlib_resnet
+from models_app.vision.chips import CONTEXT_SIZE, central_chip
 
-from .data import ImageBank, context_to_tensor
+from .appearance import AppearanceEncoder
+from .config import ProxyConfig, ProxyMeta
+from .data import ImageBank, ImageInputs, context_to_tensor
 
-CONTEXT_SIZE = 300
-CHIP_SIZE = dlib_resnet.CHIP_SIZE
-CHIP_OFFSET = (CONTEXT_SIZE - CHIP_SIZE) // 2
 BRANCHES = ("full", "appearance")
-
-# Regions of the context crop, (top, bottom, left, right) in 300x300 pixels. With padding 1.0
-# the landmark template's unit square (eyes, nose, mouth) maps to [100, 200] in both axes.
-REGIONS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "face": ((100, 200, 100, 200),),
-    "hair": ((30, 100, 80, 220),),
-    "sides": ((100, 220, 50, 100), (100, 220, 200, 250)),
-    "clothes": ((240, 300, 50, 250),),
-    "background": ((0, 30, 0, 300), (30, 200, 0, 50), (30, 200, 250, 300)),
-}
-
-
-@dataclass
-class ProxyConfig:
-    """Architecture of a :class:`HumanProxy`; stored as JSON with the weights."""
-
-    taps: tuple[str, ...] = dlib_resnet.TAP_NAMES
-    pool: int = 4  # context crop -> 75x75 for the appearance branch
-    cnn_channels: tuple[int, ...] = (16, 32, 64, 64)
-    appearance_dim: int = 64
-    hist_bins: int = 6
-    lowpass: int = 5
-    hidden: int = 64
-    dropout: float = 0.2
-    # |Δ| and products of the normalised Θ0 as head inputs (a learned metric) besides the
-    # scalar distances; off by default: on ~5k LFW pairs it overfits the dlib distance.
-    identity_vectors: bool = False
-    # "gated": identity logit + softplus(gate(identity)) x appearance logit (default);
-    # "mlp": one MLP over all pair features (more capacity, overfits ~5k pairs).
-    fusion: str = "gated"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ProxyConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown proxy config keys {sorted(unknown)}")
-        d = dict(d)
-        for k in ("taps", "cnn_channels"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
-
-    def bank_signature(self) -> dict:
-        """The fields an :class:`~.data.ImageBank` depends on (cache key for banks)."""
-        keys = ("taps", "pool", "hist_bins", "lowpass")
-        return {k: v for k, v in self.to_dict().items() if k in keys}
-
-    @property
-    def small_size(self) -> int:
-        return CONTEXT_SIZE // self.pool
-
-    @property
-    def identity_dim(self) -> int:
-        return dlib_resnet.EMBEDDING_DIM + sum(dlib_resnet.TAP_SHAPES[t][0] for t in self.taps)
-
-
-@dataclass
-class ProxyMeta:
-    """What the registry shows about a version; JSON with the weights (free-form ``extra``)."""
-
-    prior: bool = False  # trained on natural pairs only, before any human judgment
-    description: str = ""
-    trained_on: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-
-def _region_masks(size: int, pool: int) -> torch.Tensor:
-    """(R, size, size) masks, each summing to 1 (means are weighted sums)."""
-    masks = torch.zeros(len(REGIONS), size, size, dtype=torch.float64)
-    for r, boxes in enumerate(REGIONS.values()):
-        for t, b, lft, rgt in boxes:
-            masks[r, t // pool : b // pool, lft // pool : rgt // pool] = 1.0
-    return (masks / masks.sum(dim=(1, 2), keepdim=True)).float()
-
-
-def _opponent(x: torch.Tensor) -> torch.Tensor:
-    """RGB in [0,1] -> (luminance, red-green, yellow-blue), roughly in [0,1] each."""
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    return torch.stack(
-        [(r + g + b) / 3.0, (r - g) / 2.0 + 0.5, (r + g - 2.0 * b) / 4.0 + 0.5], dim=1
-    )
-
-
-class ImageInputs(NamedTuple):
-    """Per-image inputs of the pair head (rows of an :class:`~.data.ImageBank`).
-
-    ``identity`` (N, identity_dim): frozen CFRU features; ``small`` (N, 3, 75, 75): the
-    pooled context crop (the CNN's input); ``descriptors`` (N, descriptor_dim): the fixed
-    colour/low-pass descriptors. None has parameters, so all three can be cached.
-    """
-
-    identity: torch.Tensor
-    small: torch.Tensor
-    descriptors: torch.Tensor
-
-
-class AppearanceEncoder(nn.Module):
-    """Trainable CNN embedding + fixed descriptors of the 75x75 pooled context crop."""
-
-    def __init__(self, cfg: ProxyConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        layers: list[nn.Module] = []
-        cin, size = 3, cfg.small_size
-        for i, c in enumerate(cfg.cnn_channels):
-            k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(cin, c, k, stride=2, padding=k // 2), nn.ReLU()]
-            cin, size = c, (size + 2 * (k // 2) - k) // 2 + 1
-        self.cnn = nn.Sequential(*layers)
-        # Flatten, not global pooling: where a colour is (hair vs clothes) matters.
-        self.embed = nn.Linear(cin * size * size, cfg.appearance_dim)
-        masks = _region_masks(cfg.small_size, cfg.pool)
-        self.register_buffer("masks", masks.flatten(1).T.contiguous())  # (s*s, R)
-        centres = (torch.arange(cfg.hist_bins, dtype=torch.float32) + 0.5) / cfg.hist_bins
-        self.register_buffer("bin_centres", centres)
-
-    @property
-    def n_regions(self) -> int:
-        return self.masks.shape[1]
-
-    def descriptor_split(self) -> tuple[int, int, int]:
-        """Sizes of (region stats, region histograms, low-pass image) in a descriptor."""
-        r = self.n_regions
-        return 6 * r, 3 * self.cfg.hist_bins * r, 3 * self.cfg.lowpass**2
-
-    def forward(self, small: torch.Tensor) -> torch.Tensor:
-        """(N, appearance_dim) learned embedding."""
-        return self.embed(self.cnn((small / 255.0 - 0.5) / 0.25).flatten(1))
-
-    def descriptors(self, small: torch.Tensor) -> torch.Tensor:
-        """(N, descriptor_dim): per-region colour mean/std and soft histograms (opponent
-        colours), and the low-pass image. Fixed (no parameters), differentiable."""
-        n, bins = small.shape[0], self.cfg.hist_bins
-        x = small / 255.0
-        opp = _opponent(x).flatten(2)  # (N, 3, s*s)
-        m = self.masks
-        mean = opp @ m  # (N, 3, R): masks sum to 1, so a matmul is a weighted mean
-        var = (opp * opp) @ m - mean**2
-        std = torch.sqrt(var.clamp_min(0.0) + 1e-6)
-        # Soft histograms: Gaussian votes one bin wide, normalised per pixel.
-        d = (opp.unsqueeze(2) - self.bin_centres.view(1, 1, -1, 1)) * bins  # (N, 3, B, s*s)
-        votes = torch.exp(-0.5 * d * d)
-        votes = votes / votes.sum(dim=2, keepdim=True).clamp_min(1e-12)
-        hist = votes.flatten(1, 2) @ m  # (N, 3*B, R)
-        low = F.adaptive_avg_pool2d(x, self.cfg.lowpass)
-        return torch.cat(
-            [mean.flatten(1), std.flatten(1), hist.transpose(1, 2).flatten(1), low.flatten(1)],
-            dim=1,
-        ).reshape(n, -1)
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +49,7 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / torch.sqrt((x * x).sum(dim=1, keepdim=True) + 1e-12)
+    return x / _norm(x)
 
 
 class HumanProxy(nn.Module):
@@ -291,14 +132,15 @@ class HumanProxy(nn.Module):
         Frozen (no parameters of this model); differentiable w.r.t. ``contexts``.
         """
         self._check_contexts(contexts)
-        o = CHIP_OFFSET
-        chips = contexts[:, :, o : o + CHIP_SIZE, o : o + CHIP_SIZE]
         cfru = dlib_resnet.get_dlib_resnet(contexts.device, contexts.dtype)
-        emb, taps = cfru.features(chips, taps=True)
-        pooled = [
-            taps[t] if taps[t].dim() == 2 else taps[t].mean(dim=(2, 3)) for t in self.config.taps
-        ]
-        return torch.cat([emb, *pooled], dim=1)
+        return self.identity_from_features(*cfru.features(central_chip(contexts), taps=True))
+
+    def identity_from_features(
+        self, emb: torch.Tensor, taps: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """(N, identity_dim) from a CFRU pass already made on the central chips (Θ0 and the
+        taps as ``DlibResNet.features`` returns them): Θ0 and this config's pooled taps."""
+        return torch.cat([emb, *(dlib_resnet.pool_tap(taps[t]) for t in self.config.taps)], dim=1)
 
     def appearance_input(self, contexts: torch.Tensor) -> torch.Tensor:
         """(N, 3, 75, 75): the context crop average-pooled (the appearance branch's input)."""
@@ -367,18 +209,21 @@ class HumanProxy(nn.Module):
         rms = torch.sqrt(dlow.pow(2).mean(dim=1, keepdim=True) + 1e-12)
         return torch.cat([dstats, inter, dlow, rms, dstats.mean(dim=1, keepdim=True)], dim=1)
 
-    def _scaled(self, idp: torch.Tensor, hand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scaled = (torch.cat([idp, hand], dim=1) - self.feat_mean) / self.feat_std
+    def _pair_features(self, a: ImageInputs, b: ImageInputs) -> torch.Tensor:
+        """The hand-made pair features, unscaled: identity pair features, then descriptors'."""
+        idp = self._identity_pair(a.identity, b.identity)
+        return torch.cat([idp, self._descriptor_pair(a.descriptors, b.descriptors)], dim=1)
+
+    def _scaled(self, a: ImageInputs, b: ImageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The standardised pair features, split into (identity, descriptor) parts."""
+        scaled = (self._pair_features(a, b) - self.feat_mean) / self.feat_std
         return scaled[:, : self.n_identity_pair], scaled[:, self.n_identity_pair :]
 
     def logits_from_inputs(
         self, a: ImageInputs, b: ImageInputs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Uncalibrated (fused logit, appearance-only logit), each (N,). Symmetric in a, b."""
-        idp, hand = self._scaled(
-            self._identity_pair(a.identity, b.identity),
-            self._descriptor_pair(a.descriptors, b.descriptors),
-        )
+        idp, hand = self._scaled(a, b)
         ga, gb = self.appearance(a.small), self.appearance(b.small)
         app = torch.cat([(ga - gb).abs(), ga * gb, hand], dim=1)
         app_logit = self.app_head(app).squeeze(1)
@@ -450,11 +295,7 @@ class HumanProxy(nn.Module):
         if self.config.fusion != "gated" or len(ia) < 2:
             return
         with torch.no_grad():
-            a, b = bank.rows(ia), bank.rows(ib)
-            idp, _ = self._scaled(
-                self._identity_pair(a.identity, b.identity),
-                self._descriptor_pair(a.descriptors, b.descriptors),
-            )
+            idp, _ = self._scaled(bank.rows(ia), bank.rows(ib))
         theta = _fit_logistic(idp, y, w, l2)
         with torch.no_grad():
             self.id_linear.weight.copy_(theta[:-1].view(1, -1))
@@ -466,8 +307,7 @@ class HumanProxy(nn.Module):
         rows = []
         for i in range(0, len(ia), 1024):
             a, b = bank.rows(ia[i : i + 1024]), bank.rows(ib[i : i + 1024])
-            idp = self._identity_pair(a.identity, b.identity)
-            rows.append(torch.cat([idp, self._descriptor_pair(a.descriptors, b.descriptors)], 1))
+            rows.append(self._pair_features(a, b))
         x = torch.cat(rows)
         self.feat_mean.copy_(x.mean(dim=0))
         if len(x) > 1:
@@ -490,34 +330,3 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, l2: float) 
 
     opt.step(closure)
     return theta.detach()
-
-
-def fit_platt(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
-) -> tuple[float, float]:
-    """Platt scaling (a, b) minimising weighted cross-entropy of sigmoid(a*logit + b).
-
-    Soft targets are fine. ``a`` is kept positive (a calibration must not flip the ranking).
-    """
-    z = logits.detach().double()
-    y = targets.detach().double()
-    w = torch.ones_like(z) if weights is None else weights.detach().double()
-    if len(z) < 2 or float(w.sum()) <= 0:
-        return 1.0, 0.0
-    log_a = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_a, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = (
-            w * F.binary_cross_entropy_with_logits(log_a.exp() * z + b, y, reduction="none")
-        ).sum() / w.sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    a, bb = float(log_a.detach().exp()), float(b.detach())
-    if not (math.isfinite(a) and math.isfinite(bb)):
-        return 1.0, 0.0
-    return a, bb

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from . import TooFewPairsError
+from .calibration import fit_platt
+from .config import ProxyConfig, ProxyMeta
 from .data import ImageBank, PairTable, SubjectSplit, check_pairs, split_by_subject
 from .metrics import evaluate_probs, json_safe, reliability
-from .network import HumanProxy, ProxyConfig, ProxyMeta, fit_platt
+from .network import HumanProxy
 
 STOP_REASONS = ("target_reached", "plateau", "max_epochs", "max_images", "cancelled")
 # Monitored value -> True when higher is better.

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from . import dlib_resnet
+from .chips import CHIP_SIZE
+from .dlib_dat import EMBEDDING_DIM, MODEL_FILENAME, default_model_path
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
 # Used only when calibration.json has no entry for a CFRU: dlib's own threshold, and a slope
@@ -135,7 +137,7 @@ def _as_chips(chips: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     arr = np.asarray(chips)
     if arr.ndim == 3:
         arr = arr[None]
-    if arr.ndim != 4 or arr.shape[1:] != (dlib_resnet.CHIP_SIZE, dlib_resnet.CHIP_SIZE, 3):
+    if arr.ndim != 4 or arr.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
         raise ValueError(f"expected aligned (N, 150, 150, 3) RGB chips, got {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"expected uint8 chips, got {arr.dtype}")
@@ -207,7 +209,7 @@ class DlibRuntimeCFRU(CFRU):
         self.name = name
         self.flip_average = flip_average
         self.version = (
-            f"dlib {dlib.__version__}; {dlib_resnet.MODEL_FILENAME} (face_recognition_models)"
+            f"dlib {dlib.__version__}; {MODEL_FILENAME} (face_recognition_models)"
             + ("; flip-averaged" if flip_average else "")
         )
         self.calibration = calibration or calibration_for(name)
@@ -219,13 +221,13 @@ class DlibRuntimeCFRU(CFRU):
         if model is None:
             import dlib
 
-            model = dlib.face_recognition_model_v1(str(dlib_resnet.default_model_path()))
+            model = dlib.face_recognition_model_v1(str(default_model_path()))
             self._local.model = model
         return model
 
     def embed_single(self, chips: np.ndarray) -> np.ndarray:
         model = self._model()
-        out = np.empty((len(chips), dlib_resnet.EMBEDDING_DIM), dtype=np.float64)
+        out = np.empty((len(chips), EMBEDDING_DIM), dtype=np.float64)
         for i in range(0, len(chips), self.batch_size):
             batch = [np.ascontiguousarray(c) for c in chips[i : i + self.batch_size]]
             out[i : i + len(batch)] = np.asarray(model.compute_face_descriptor(batch))
@@ -250,7 +252,7 @@ class TorchCFRU(CFRU):
         self.name = name
         self.flip_average = flip_average
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.version = f"torch {torch.__version__}; {dlib_resnet.MODEL_FILENAME} port" + (
+        self.version = f"torch {torch.__version__}; {MODEL_FILENAME} port" + (
             "; flip-averaged" if flip_average else ""
         )
         self.calibration = calibration or calibration_for(name)
@@ -264,7 +266,7 @@ class TorchCFRU(CFRU):
         import torch
 
         model = self.module
-        out = np.empty((len(chips), dlib_resnet.EMBEDDING_DIM), dtype=np.float64)
+        out = np.empty((len(chips), EMBEDDING_DIM), dtype=np.float64)
         with torch.inference_mode():
             for i in range(0, len(chips), self.batch_size):
                 x = dlib_resnet.chips_to_tensor(chips[i : i + self.batch_size], self.device)

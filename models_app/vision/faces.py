@@ -12,15 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-CHIP_SIZE = 150
-CHIP_PADDING = 0.25
-# The context crop: same alignment, three face-widths wide, so hair, ears, clothes and
-# background show. With these numbers the recognition chip is exactly the central
-# 150x150 window of the context crop (dlib maps landmarks to (padding + m)/(2*padding + 1)
-# * size, i.e. 100 px per unit in both), so the chip is cut from it without resampling.
-CONTEXT_SIZE = 300
-CONTEXT_PADDING = 1.0
-CHIP_OFFSET = (CONTEXT_SIZE - CHIP_SIZE) // 2
+from .chips import CHIP_PADDING, CHIP_SIZE, CONTEXT_PADDING, CONTEXT_SIZE
 
 
 @dataclass(frozen=True)
@@ -157,19 +149,13 @@ def context_crop(
     size: int = CONTEXT_SIZE,
     padding: float = CONTEXT_PADDING,
 ) -> np.ndarray:
-    """The aligned context crop from stored detection results (no detector run)."""
+    """The aligned context crop from stored detection results (no detector run); its
+    central window is the recognition chip (:func:`.chips.central_chip`)."""
     import dlib
 
     shape = stored_shape(box, landmarks)
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=padding), dtype=np.uint8)
-
-
-def chip_from_context(context: np.ndarray) -> np.ndarray:
-    """The 150x150 recognition chip inside a CONTEXT_SIZE context crop (works on arrays
-    shaped ...xHxWxC; for NCHW tensors slice the last two axes the same way)."""
-    o = CHIP_OFFSET
-    return context[..., o : o + CHIP_SIZE, o : o + CHIP_SIZE, :]
 
 
 @lru_cache(maxsize=1)

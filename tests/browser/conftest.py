@@ -7,6 +7,12 @@ import shutil
 
 import pytest
 
+from tests.ratings.paths import (  # noqa: F401 - both rating paths here too
+    pytest_configure,
+    pytest_generate_tests,
+    rating_path,
+)
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]

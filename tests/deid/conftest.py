@@ -20,7 +20,7 @@ def portrait_path() -> Path:
 def _portrait_source():
     from PIL import Image
 
-    from models_app.deid.loop import prepare_source
+    from models_app.deid.state import prepare_source
 
     with Image.open(portrait_path()) as im:
         rgb = np.asarray(im.convert("RGB"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models_app.deid import loop
+from models_app import deid
 from models_app.deid.composite import composite
 from models_app.deid.eot import EOTConfig
-from models_app.deid.proxy import AppearanceStandIn
+from models_app.deid.score_a import AppearanceStandIn
 from models_app.vision import faces
 
 FAST_EOT = EOTConfig(jpeg_prob=0.5, confirm_samples=2)
@@ -28,24 +28,24 @@ class ConstantProxy:
         return self.p + 0.0 * out.mean(dim=(1, 2, 3))
 
 
-def _cfg(**kw) -> loop.DeidConfig:
+def _cfg(**kw) -> deid.DeidConfig:
     base = {"max_iterations": 4, "eot": FAST_EOT}
     base.update(kw)
-    return loop.DeidConfig(**base)
+    return deid.DeidConfig(**base)
 
 
 def test_success_stops_and_records_every_iteration(synthetic_context):
     net = None  # the real dlib ResNet port
     records, states = [], []
-    res = loop.run_deid(
-        loop.DeidSource(synthetic_context),
+    res = deid.run_deid(
+        deid.DeidSource(synthetic_context),
         AppearanceStandIn(),
         _cfg(max_iterations=12, tau_a=0.6),
         on_iteration=lambda r, ck: (records.append(r), states.append(ck)),
         device="cpu",
         network=net,
     )
-    assert res.stop_reason == loop.STOP_SUCCESS
+    assert res.stop_reason == deid.STOP_SUCCESS
     assert [r.iteration for r in records] == list(range(len(records)))
     first, last = records[0], records[-1]
     assert first.iteration == 0 and first.score_a > 0.9  # the unmodified source
@@ -56,42 +56,42 @@ def test_success_stops_and_records_every_iteration(synthetic_context):
     assert res.context.shape == (300, 300, 3) and res.context.dtype == np.uint8
     assert not np.array_equal(res.context, synthetic_context)
     assert res.photo is None  # no photo given: nothing to composite
-    assert states[-1]().done == [loop.STOP_SUCCESS]
+    assert states[-1]().done == [deid.STOP_SUCCESS]
 
 
 def test_max_iterations_and_convergence(synthetic_context, tiny_cfru):
     net = tiny_cfru
-    src = loop.DeidSource(synthetic_context)
-    res = loop.run_deid(src, ConstantProxy(0.9), _cfg(max_iterations=3), device="cpu", network=net)
-    assert res.stop_reason == loop.STOP_MAX_ITERATIONS
+    src = deid.DeidSource(synthetic_context)
+    res = deid.run_deid(src, ConstantProxy(0.9), _cfg(max_iterations=3), device="cpu", network=net)
+    assert res.stop_reason == deid.STOP_MAX_ITERATIONS
     assert [r.iteration for r in res.records] == [0, 1, 2, 3]
-    res = loop.run_deid(
+    res = deid.run_deid(
         src,
         ConstantProxy(0.9),
         _cfg(max_iterations=50, convergence_window=2, convergence_eps=0.01),
         device="cpu",
         network=net,
     )
-    assert res.stop_reason == loop.STOP_CONVERGED and len(res.records) == 3
+    assert res.stop_reason == deid.STOP_CONVERGED and len(res.records) == 3
 
 
 def test_cancel(synthetic_context, tiny_cfru):
     net = tiny_cfru
-    res = loop.run_deid(
-        loop.DeidSource(synthetic_context),
+    res = deid.run_deid(
+        deid.DeidSource(synthetic_context),
         ConstantProxy(0.9),
         _cfg(),
         should_stop=lambda: True,
         device="cpu",
         network=net,
     )
-    assert res.stop_reason == loop.STOP_CANCELLED and len(res.records) == 1
+    assert res.stop_reason == deid.STOP_CANCELLED and len(res.records) == 1
 
 
 @pytest.mark.parametrize("mode", ["restart", "evolve"])
 def test_resume_continues_exactly(synthetic_context, mode, tiny_cfru):
     net = tiny_cfru
-    src = loop.DeidSource(synthetic_context)
+    src = deid.DeidSource(synthetic_context)
     cfg = _cfg(max_iterations=4, mode=mode, tau_a=0.05)
     full, saved = [], {}
 
@@ -100,10 +100,10 @@ def test_resume_continues_exactly(synthetic_context, mode, tiny_cfru):
         if r.iteration == 1:
             saved["blob"] = ck().to_bytes()
 
-    ref = loop.run_deid(src, AppearanceStandIn(), cfg, on_iteration=keep, device="cpu", network=net)
-    state = loop.DeidState.from_bytes(saved["blob"])
+    ref = deid.run_deid(src, AppearanceStandIn(), cfg, on_iteration=keep, device="cpu", network=net)
+    state = deid.DeidState.from_bytes(saved["blob"])
     assert state.iteration == 2 and (state.base is not None) == (mode == "evolve")
-    resumed = loop.run_deid(src, AppearanceStandIn(), cfg, resume=state, device="cpu", network=net)
+    resumed = deid.run_deid(src, AppearanceStandIn(), cfg, resume=state, device="cpu", network=net)
     assert [r.iteration for r in resumed.records] == [r.iteration for r in full[2:]]
     assert len(full) >= 4
     for a, b in zip(resumed.records, full[2:], strict=True):
@@ -115,9 +115,9 @@ def test_resume_continues_exactly(synthetic_context, mode, tiny_cfru):
 
 def test_resume_refuses_another_parameterisation(synthetic_context, tiny_cfru):
     net = tiny_cfru
-    src = loop.DeidSource(synthetic_context)
+    src = deid.DeidSource(synthetic_context)
     blob = {}
-    loop.run_deid(
+    deid.run_deid(
         src,
         ConstantProxy(0.9),
         _cfg(max_iterations=1),
@@ -126,7 +126,7 @@ def test_resume_refuses_another_parameterisation(synthetic_context, tiny_cfru):
         network=net,
     )
     with pytest.raises(ValueError, match="parameterisation"):
-        loop.run_deid(
+        deid.run_deid(
             src,
             ConstantProxy(0.9),
             _cfg(parameterisation="pixels"),
@@ -138,8 +138,8 @@ def test_resume_refuses_another_parameterisation(synthetic_context, tiny_cfru):
 
 def test_batch_faces_stop_independently(synthetic_context, tiny_cfru):
     net = tiny_cfru
-    easy = loop.DeidSource(synthetic_context)
-    hard = loop.DeidSource(np.full((300, 300, 3), 128, np.uint8))
+    easy = deid.DeidSource(synthetic_context)
+    hard = deid.DeidSource(np.full((300, 300, 3), 128, np.uint8))
 
     class Mixed:
         def __call__(self, src, out):
@@ -148,16 +148,16 @@ def test_batch_faces_stop_independently(synthetic_context, tiny_cfru):
             return torch.where(src.std(dim=(1, 2, 3)) < 1, 0.9 + 0.0 * p, p)
 
     cfg = _cfg(max_iterations=8, tau_a=0.6, convergence_window=50)
-    res = loop.run_deid_batch([easy, hard], Mixed(), cfg, device="cpu", network=net)
-    assert res[0].stop_reason == loop.STOP_SUCCESS
-    assert res[1].stop_reason == loop.STOP_MAX_ITERATIONS
+    res = deid.run_deid_batch([easy, hard], Mixed(), cfg, device="cpu", network=net)
+    assert res[0].stop_reason == deid.STOP_SUCCESS
+    assert res[1].stop_reason == deid.STOP_MAX_ITERATIONS
     assert len(res[0].records) < len(res[1].records) == 9
 
 
 def test_pixels_baseline_runs(synthetic_context, tiny_cfru):
     net = tiny_cfru
-    res = loop.run_deid(
-        loop.DeidSource(synthetic_context),
+    res = deid.run_deid(
+        deid.DeidSource(synthetic_context),
         AppearanceStandIn(),
         _cfg(parameterisation="pixels", max_iterations=2),
         device="cpu",
@@ -188,14 +188,14 @@ def test_final_score_b_on_the_saved_file(portrait_source, tmp_path):
     from PIL import Image
 
     s = portrait_source
-    res = loop.run_deid(s, AppearanceStandIn(), _cfg(max_iterations=1), device="cpu", network=net)
+    res = deid.run_deid(s, AppearanceStandIn(), _cfg(max_iterations=1), device="cpu", network=net)
     assert res.photo is not None and res.photo.shape == s.photo.shape
     path = tmp_path / "out.png"
     Image.fromarray(res.photo).save(path)
-    fin = loop.score_saved_output(s.chip, str(path))
+    fin = deid.score_saved_output(s.chip, str(path))
     assert fin.detected and fin.score.per_cfru[0].name == "dlib_resnet_v1"
     assert fin.matches and fin.score_b >= 0.5
-    blank = loop.score_saved_output(s.chip, np.zeros((200, 200, 3), np.uint8))
+    blank = deid.score_saved_output(s.chip, np.zeros((200, 200, 3), np.uint8))
     assert not blank.detected and blank.score_b == 0.0
 
 
@@ -211,8 +211,8 @@ def test_change_mask_keeps_only_what_survives_compositing(portrait_source):
     m_small = change_mask(small.shape, s.box, s.landmarks)
     assert m_small[290, 150] == 0.0 and m_small.sum() < m.sum()
     # The loop changes nothing outside the mask (here: it recolours, nothing else moves).
-    res = loop.run_deid(
-        loop.DeidSource(s.context, small, s.box, s.landmarks),
+    res = deid.run_deid(
+        deid.DeidSource(s.context, small, s.box, s.landmarks),
         AppearanceStandIn(),  # rewards change: the best record is a changed image
         _cfg(max_iterations=3, lr=0.5, confirm_saved=False),
         device="cpu",
@@ -234,20 +234,21 @@ class LowProxy:
         return self.p + 0.0 * out.mean(dim=(1, 2, 3))
 
 
+@pytest.mark.slow
 def test_success_is_confirmed_on_the_saved_file(portrait_source):
     s = portrait_source
     proxy = LowProxy(0.1)  # "different" at once: the first record is a candidate success
-    res = loop.run_deid(s, proxy, _cfg(max_iterations=3), device="cpu")
+    res = deid.run_deid(s, proxy, _cfg(max_iterations=3), device="cpu")
     rec = res.records[0]
     # Confirmed through composite -> fresh detection -> dlib runtime and the proxy's fresh crop.
-    assert res.stop_reason == loop.STOP_SUCCESS and rec.confirmed
+    assert res.stop_reason == deid.STOP_SUCCESS and rec.confirmed
     assert rec.saved_score_a == pytest.approx(0.1) and rec.saved_score_b >= 0.5
     assert proxy.calls >= 2  # the loop's own call and the fresh crop's
     # A photo whose saved output loses the face fails confirmation: never a success.
-    blank = loop.DeidSource(s.context, np.zeros_like(s.photo), s.box, s.landmarks)
-    res = loop.run_deid(blank, LowProxy(0.1), _cfg(max_iterations=2), device="cpu")
-    assert res.stop_reason != loop.STOP_SUCCESS
+    blank = deid.DeidSource(s.context, np.zeros_like(s.photo), s.box, s.landmarks)
+    res = deid.run_deid(blank, LowProxy(0.1), _cfg(max_iterations=2), device="cpu")
+    assert res.stop_reason != deid.STOP_SUCCESS
     assert all(r.saved_score_b == 0.0 for r in res.records if r.saved_score_b is not None)
     # Without confirmation the in-loop scores decide, as before.
-    res = loop.run_deid(blank, LowProxy(0.1), _cfg(confirm_saved=False), device="cpu")
-    assert res.stop_reason == loop.STOP_SUCCESS and res.records[0].saved_score_a is None
+    res = deid.run_deid(blank, LowProxy(0.1), _cfg(confirm_saved=False), device="cpu")
+    assert res.stop_reason == deid.STOP_SUCCESS and res.records[0].saved_score_a is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models_app.deid import DeidConfigError
-from models_app.deid.loop import DeidConfig
+from models_app.deid.config import DeidConfig
+from models_app.deid.errors import DeidConfigError
 from models_app.deid.loss import LossWeights, deid_loss, formula_a, score_a_term
 from models_app.vision.dlib_resnet import get_dlib_resnet
 

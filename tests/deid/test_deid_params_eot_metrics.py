@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from models_app.deid import eot, metrics, params
-from models_app.vision import faces
+from models_app.vision.chips import CHIP_OFFSET
 
 
 def _base(seed: int = 0) -> torch.Tensor:
@@ -69,7 +69,7 @@ def test_unknown_parameterisation_is_refused():
 def test_identity_cut_is_the_recognition_chip():
     ctx = (torch.rand(2, 3, 300, 300) * 255).round()
     chips = eot.cut_chips(ctx, eot.identity_affine(2))
-    o = faces.CHIP_OFFSET
+    o = CHIP_OFFSET
     assert torch.allclose(chips, ctx[..., o : o + 150, o : o + 150], atol=0.02)  # float32 grid
     plain = eot.eot_chips(ctx, eot.EOTConfig.none())
     assert torch.equal(plain, ctx[..., o : o + 150, o : o + 150])
@@ -86,7 +86,7 @@ def test_eot_chips_are_integer_jittered_and_differentiable():
 
 
 def test_eot_contexts_jitter_the_whole_crop_with_the_chips_draw():
-    o = faces.CHIP_OFFSET
+    o = CHIP_OFFSET
     ctx = (torch.rand(2, 3, 300, 300) * 255).round()
     same, chips = eot.eot_contexts(ctx, eot.EOTConfig.none())
     assert torch.equal(same, ctx) and torch.equal(chips, ctx[..., o : o + 150, o : o + 150])

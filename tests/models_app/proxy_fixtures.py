@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models_app.faces.services import get_or_create_subject, ingest_image
 from models_app.models import FaceImage
-from models_app.services import get_or_create_subject, ingest_image
 
 
 def lfw_subjects(lfw_dir: Path, n_subjects: int, per_subject: int) -> list[list[Path]]:

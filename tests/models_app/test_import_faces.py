@@ -63,6 +63,7 @@ def test_missing_folder_is_a_command_error(tmp_path):
         _run(str(tmp_path / "nope"))
 
 
+@pytest.mark.slow
 def test_cli_exit_code_for_missing_folder(tmp_path):
     import subprocess
     import sys

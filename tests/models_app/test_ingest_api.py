@@ -183,7 +183,7 @@ def test_anonymous_and_non_staff_cannot_upload_or_list(client, django_user_model
 
 
 def test_failure_while_storing_leaves_no_file(staff_client, face_jpeg, settings, monkeypatch):
-    from models_app import services
+    from models_app.faces import services
 
     def boom(*a, **k):
         raise RuntimeError("database went away")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models_app import registry
+from deidplatform.errors import AppError
 from models_app.models import ModelKind, ModelVersion
+from models_app.training import registry
+from models_app.training.selectors import promoted_version, read_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +36,7 @@ def test_numbers_increase_and_files_are_private(settings):
     a, b = _version(), _version()
     assert (a.number, b.number) == (1, 2)
     assert a.file.name.startswith("models/human_proxy/") and a.file.name.endswith(".safetensors")
-    assert registry.read_weights(a).startswith(b"weights-")
+    assert read_weights(a).startswith(b"weights-")
 
 
 def test_promote_retires_the_previous_and_rollback_restores_it(django_capture_on_commit_callbacks):
@@ -50,7 +52,7 @@ def test_promote_retires_the_previous_and_rollback_restores_it(django_capture_on
         back = registry.rollback(ModelKind.HUMAN_PROXY)
     assert back.pk == v1.pk
     v2.refresh_from_db()
-    assert v2.status == "retired" and registry.promoted_version().pk == v1.pk
+    assert v2.status == "retired" and promoted_version().pk == v1.pk
 
 
 def test_promoting_a_version_that_failed_its_gate_is_refused():
@@ -59,19 +61,19 @@ def test_promoting_a_version_that_failed_its_gate_is_refused():
     bad = _version(gate={"passed": False, "reasons": ["auc 0.5 is worse"]})
     bad.status = ModelVersion.Status.REJECTED
     bad.save()
-    with pytest.raises(registry.RegistryError) as err:
+    with pytest.raises(AppError) as err:
         registry.promote(bad)
     assert err.value.code == "failed_gate" and "auc 0.5" in err.value.detail
-    assert registry.promoted_version().pk == v1.pk  # unchanged
+    assert promoted_version().pk == v1.pk  # unchanged
     registry.promote(bad, force=True)
-    assert registry.promoted_version().pk == bad.pk
+    assert promoted_version().pk == bad.pk
 
 
 def test_rollback_without_history_is_a_clear_error():
-    with pytest.raises(registry.RegistryError, match="No version"):
+    with pytest.raises(AppError, match="No version"):
         registry.rollback(ModelKind.HUMAN_PROXY)
     registry.promote(_version())
-    with pytest.raises(registry.RegistryError) as err:
+    with pytest.raises(AppError) as err:
         registry.rollback(ModelKind.HUMAN_PROXY)
     assert err.value.code == "no_previous"
 
@@ -80,8 +82,8 @@ def test_corrupt_model_file_is_detected():
     v = _version()
     with v.file.storage.open(v.file.name, "wb") as fh:
         fh.write(b"tampered")
-    with pytest.raises(registry.RegistryError) as err:
-        registry.read_weights(v)
+    with pytest.raises(AppError) as err:
+        read_weights(v)
     assert err.value.code == "corrupt_model"
 
 
@@ -94,3 +96,35 @@ def test_deleting_a_version_deletes_its_file():
     assert path.exists()
     v.delete()
     assert not path.exists()
+
+
+def test_a_promotion_is_announced_and_the_jobs_domain_rescores(
+    django_capture_on_commit_callbacks, monkeypatch
+):
+    """The registry sends ``model_promoted`` after commit; the jobs domain's receiver queues
+    the re-scoring task. The registry itself imports nothing of the jobs domain."""
+    from models_app.jobs.tasks import rescore_outputs_task
+    from models_app.training.signals import model_promoted
+
+    heard, queued = [], []
+    monkeypatch.setattr(rescore_outputs_task, "apply_async", lambda *a, **k: queued.append(k))
+
+    def listener(sender, version, **kwargs):
+        heard.append(version.pk)
+
+    model_promoted.connect(listener)
+    try:
+        v1 = _version()
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            registry.promote(v1)
+        assert heard == [] and queued == []  # nothing before the commit
+        # Commit: the announcement runs, and the receiver's own on-commit enqueue after it.
+        with django_capture_on_commit_callbacks(execute=True):
+            for callback in callbacks:
+                callback()
+        assert heard == [v1.pk]
+        assert queued == [{"args": (str(v1.pk),), "kwargs": {}}]
+        registry.promote(v1)  # already promoted: no second announcement
+        assert heard == [v1.pk]
+    finally:
+        model_promoted.disconnect(listener)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
+from models_app.faces.services import delete_face_image, ingest_image
 from models_app.models import FaceImage
-from models_app.services import delete_face_image, ingest_image
 
 pytestmark = pytest.mark.django_db
 

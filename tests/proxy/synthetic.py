@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models_app.proxy.data import ImageBank, Pair, PairTable
-from models_app.proxy.network import HumanProxy, ProxyConfig
+from models_app.proxy.config import ProxyConfig
+from models_app.proxy.data import ImageBank, LabelledPair, PairTable
+from models_app.proxy.network import HumanProxy
 
 # Small enough that a training epoch takes milliseconds on a shared 2-core CPU.
 TINY = ProxyConfig(
@@ -48,7 +49,7 @@ def natural_pairs(bank: ImageBank, subjects: list[str], seed: int = 0) -> PairTa
     for i, j in same + [diff[k] for k in pick]:
         t = float(subjects[i] == subjects[j])
         out.append(
-            Pair(bank.keys[i], bank.keys[j], t, 1.0, subjects[i], subjects[j], True, f"p{i}-{j}")
+            LabelledPair(bank.keys[i], bank.keys[j], t, 1.0, subjects[i], subjects[j], True, f"p{i}-{j}")
         )
     return PairTable(out)
 

@@ -10,7 +10,7 @@ from models_app.proxy import SingleSubjectError, TooFewPairsError
 from models_app.proxy.data import (
     ContextPairDataset,
     ImageBank,
-    Pair,
+    LabelledPair,
     PairTable,
     SubjectSplit,
     check_pairs,
@@ -18,7 +18,7 @@ from models_app.proxy.data import (
     read_lfw_pairs,
     split_by_subject,
 )
-from tests.conftest import SHARED_DATA
+from tests.helpers import require_lfw_pairs
 
 from .synthetic import natural_pairs, synthetic_bank
 
@@ -48,10 +48,7 @@ def test_read_pairs_formats(tmp_path):
 
 
 def test_real_view2_folds_are_subject_disjoint():
-    path = SHARED_DATA / "lfw" / "pairs.txt"
-    if not path.exists():
-        pytest.skip(f"LFW pairs.txt not found at {path} (../shared/data is absent)")
-    folds = read_lfw_pairs(path)
+    folds = read_lfw_pairs(require_lfw_pairs())
     assert len(folds) == 10 and all(len(f) == 600 for f in folds)
     assert all(sum(p.target for p in f) == 300 for f in folds)
     for i in range(10):
@@ -78,7 +75,7 @@ def test_split_by_subject_disjoint_and_deterministic():
 
 
 def test_split_needs_two_subjects():
-    pairs = PairTable([Pair("a", "b", 1.0, 1.0, "x", "x")] * 5)
+    pairs = PairTable([LabelledPair("a", "b", 1.0, 1.0, "x", "x")] * 5)
     with pytest.raises(SingleSubjectError, match="subject"):
         split_by_subject(pairs)
     with pytest.raises(SingleSubjectError, match="one subject"):
@@ -88,13 +85,13 @@ def test_split_needs_two_subjects():
 def test_check_pairs_errors():
     with pytest.raises(TooFewPairsError, match="no labelled pairs"):
         check_pairs(PairTable())
-    two = PairTable([Pair("a", "b", 1.0, 1.0, "x", "x"), Pair("c", "d", 0.0, 1.0, "y", "z")])
+    two = PairTable([LabelledPair("a", "b", 1.0, 1.0, "x", "x"), LabelledPair("c", "d", 0.0, 1.0, "y", "z")])
     with pytest.raises(TooFewPairsError, match="at least 5"):
         check_pairs(two, min_pairs=5)
     with pytest.raises(TooFewPairsError, match="target"):
-        check_pairs(PairTable([Pair("a", "b", 1.5, 1.0, "x", "y")]))
+        check_pairs(PairTable([LabelledPair("a", "b", 1.5, 1.0, "x", "y")]))
     with pytest.raises(TooFewPairsError, match="subject ids"):
-        check_pairs(PairTable([Pair("a", "b", 0.5, 1.0, "", "y")]))
+        check_pairs(PairTable([LabelledPair("a", "b", 0.5, 1.0, "", "y")]))
     assert human_pair_weight(5, 0.8) == pytest.approx(4.0)
     with pytest.raises(ValueError):
         human_pair_weight(3, 1.5)
@@ -108,7 +105,7 @@ def test_pair_table_records_roundtrip():
 
 def test_context_dataset_and_bank(tmp_path):
     imgs = {k: np.full((300, 300, 3), i, np.uint8) for i, k in enumerate(["a", "b"])}
-    ds = ContextPairDataset([Pair("a", "b", 0.7, 3.0, "s1", "s2")], imgs.__getitem__)
+    ds = ContextPairDataset([LabelledPair("a", "b", 0.7, 3.0, "s1", "s2")], imgs.__getitem__)
     ca, cb, t, w, sa, sb = ds[0]
     assert ca.shape == (3, 300, 300) and ca.dtype == torch.float32 and float(cb.max()) == 1.0
     assert (float(t), float(w), sa, sb) == (pytest.approx(0.7), 3.0, "s1", "s2")
@@ -118,7 +115,7 @@ def test_context_dataset_and_bank(tmp_path):
     again = ImageBank.load(tmp_path / "bank.safetensors")
     assert again.keys == bank.keys and torch.equal(again.descriptors, bank.descriptors)
     with pytest.raises(KeyError, match="not in the bank"):
-        bank.indices(PairTable([Pair("nope", bank.keys[0], 1.0, 1.0, "x", "y")]))
+        bank.indices(PairTable([LabelledPair("nope", bank.keys[0], 1.0, 1.0, "x", "y")]))
 
 
 def test_make_natural_pairs_and_concat():

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from models_app.proxy import CorruptModelError, ProxyError
+from models_app.proxy.config import ProxyMeta
 from models_app.proxy.io import load_proxy, proxy_to_bytes, read_proxy_metadata, save_proxy
-from models_app.proxy.network import HumanProxy, ProxyMeta
+from models_app.proxy.network import HumanProxy
 
 from .synthetic import TINY, synthetic_bank
 

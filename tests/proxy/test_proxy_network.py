@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models_app.proxy.network import HumanProxy, ProxyConfig, fit_platt
+from models_app.proxy.calibration import fit_platt
+from models_app.proxy.config import ProxyConfig
+from models_app.proxy.network import HumanProxy
 from models_app.vision import dlib_resnet
-from tests.conftest import LFW_DIR
+from tests.helpers import require_lfw
 
 from .synthetic import TINY, random_contexts
 
@@ -150,8 +152,7 @@ def test_config_variants_score_and_roundtrip(overrides):
 def test_real_lfw_faces(model):
     """On real LFW context crops: the dlib distance in the cached identity features separates
     one person from another, and the bank still matches forward()."""
-    if not LFW_DIR.is_dir():
-        pytest.skip(f"LFW data not found at {LFW_DIR} (../shared/data is absent)")
+    lfw_dir = require_lfw()
     from PIL import Image
 
     from models_app.vision import faces
@@ -163,7 +164,7 @@ def test_real_lfw_faces(model):
     ]
     crops = []
     for n in names:
-        rgb = np.asarray(Image.open(LFW_DIR / n).convert("RGB"))
+        rgb = np.asarray(Image.open(lfw_dir / n).convert("RGB"))
         face = faces.detect_and_align(rgb)
         assert face is not None
         crops.append(faces.context_crop(rgb, face.box, face.landmarks))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from models_app.proxy import SingleSubjectError, TooFewPairsError
-from models_app.proxy.data import Pair, PairTable, SubjectSplit
-from models_app.proxy.network import ProxyMeta
+from models_app.proxy.config import ProxyMeta
+from models_app.proxy.data import LabelledPair, PairTable, SubjectSplit
 from models_app.proxy.train import StopRules, TrainConfig, evaluate_proxy, train_proxy
 
 from .synthetic import TINY, natural_pairs, synthetic_bank
@@ -105,7 +105,7 @@ def test_soft_targets_weights_and_warm_start(data):
     # pair with an absurd target must not matter.
     soft = PairTable(
         [
-            Pair(
+            LabelledPair(
                 p.a, p.b, 0.8 if p.target else 0.1, 2.5, p.subject_a, p.subject_b, False, p.pair_id
             )
             for p in pairs
@@ -142,12 +142,12 @@ def test_bad_training_data(data):
         train_proxy(bank, PairTable(), cfg(), model_config=TINY)
     with pytest.raises(TooFewPairsError, match="at least 20"):
         train_proxy(bank, PairTable(pairs.pairs[:5]), cfg(), model_config=TINY)
-    one = PairTable([Pair(bank.keys[0], bank.keys[1], 0.7, 1.0, "s00", "s00")] * 30)
+    one = PairTable([LabelledPair(bank.keys[0], bank.keys[1], 0.7, 1.0, "s00", "s00")] * 30)
     with pytest.raises(SingleSubjectError, match="one subject"):
         train_proxy(bank, one, cfg(), model_config=TINY)
     two = PairTable(
-        [Pair(bank.keys[0], bank.keys[1], 0.7, 1.0, "s00", "s00")] * 29
-        + [Pair(bank.keys[3], bank.keys[4], 0.9, 1.0, "s01", "s01")]
+        [LabelledPair(bank.keys[0], bank.keys[1], 0.7, 1.0, "s00", "s00")] * 29
+        + [LabelledPair(bank.keys[3], bank.keys[4], 0.9, 1.0, "s01", "s01")]
     )
     with pytest.raises(TooFewPairsError, match="validation pairs"):
         split = SubjectSplit(train=["s00"], val=["s01"])  # 1 validation pair < 4

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import krippendorff
 import numpy as np
@@ -14,8 +13,11 @@ from django.utils import timezone
 
 from ratings import aggregation, services
 from ratings.models import Campaign, Judgment, PairLabel, Rater
+from tests.helpers import wait_for
 
 from .factories import add_pairs, make_campaign, make_images
+
+pytestmark = pytest.mark.rating_paths()  # no rater endpoint here: one run
 
 
 def test_dawid_skene_beats_majority_vote_with_spammers():
@@ -118,19 +120,20 @@ def test_exports_round_trip(staff_client):
 def test_labels_update_through_the_real_worker(celery_worker_process, staff_client):
     campaign = _crowd_campaign(n_pairs=4, k=2, blocked_liar=False)
     # Submissions queued one debounced task on commit; the worker computes the labels.
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if PairLabel.objects.filter(pair__campaign=campaign).count() == 4 and not Campaign.objects.get(
-                pk=campaign.pk).labels_pending:
-            break
-        time.sleep(0.3)
-    assert PairLabel.objects.filter(pair__campaign=campaign).count() == 4, (
-        celery_worker_process.log.seek(0) or celery_worker_process.log.read())
+    def labelled() -> bool:
+        return (PairLabel.objects.filter(pair__campaign=campaign).count() == 4
+                and not Campaign.objects.get(pk=campaign.pk).labels_pending)
+
+    try:
+        wait_for(labelled, timeout=60, what="the worker's labels")
+    except BaseException:
+        celery_worker_process.log.seek(0)
+        print(celery_worker_process.log.read())
+        raise
     PairLabel.objects.all().delete()
     r = staff_client.post(f"/api/ratings/campaigns/{campaign.pk}/recompute/",
                           {"method": "majority_vote"}, content_type="application/json")
     assert r.status_code == 202 and r.json()["status"] == "queued"
-    deadline = time.time() + 60
-    while time.time() < deadline and PairLabel.objects.filter(method="majority_vote").count() < 4:
-        time.sleep(0.3)
+    wait_for(lambda: PairLabel.objects.filter(method="majority_vote").count() >= 4,
+             timeout=60, what="majority-vote labels")
     assert PairLabel.objects.filter(pair__campaign=campaign, method="majority_vote").count() == 4

@@ -18,12 +18,15 @@ from django.utils import timezone
 
 from ratings import services
 from ratings.models import Assignment, Judgment, Pair, Rater
+from ratings.services import assignment
 
 from .factories import add_pairs, make_campaign, make_images
 
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="concurrency tests need PostgreSQL (DATABASE_URL)"
-)
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql",
+                       reason="concurrency tests need PostgreSQL (DATABASE_URL)"),
+    pytest.mark.rating_paths(),  # services called directly: the toggle never reaches them
+]
 
 
 def make_raters(campaign, n, prefix="r"):
@@ -224,7 +227,7 @@ def test_own_overdue_hold_expires_even_when_campaign_reclaim_is_throttled():
     (rater,) = make_raters(campaign, 1)
     first = services.next_assignments(rater.pk, holds=1).assignments[0]
     later = timezone.now() + timedelta(seconds=31)
-    services._last_reclaim[campaign.pk] = later  # as if another request just found nothing due
+    assignment._last_reclaim[campaign.pk] = later  # as if another request just found nothing due
     res = services.next_assignments(rater.pk, holds=1, now=later)
     first.refresh_from_db()
     assert first.state == "expired" and res.status == "ok"

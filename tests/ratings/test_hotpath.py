@@ -20,13 +20,16 @@ from django.utils import timezone
 
 from ratings import hotpath, services
 from ratings.models import Assignment, Campaign, Judgment, Pair, Rater
+from ratings.services import assignment
 
 from .factories import add_pairs, make_campaign, make_images
 from .test_assignment import assert_invariants, make_raters, run_threads
 
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the hot path is PostgreSQL only"
-)
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql",
+                       reason="the hot path is PostgreSQL only"),
+    pytest.mark.rating_paths("hot"),  # tests of the hot path itself
+]
 
 
 def _csrf(client: Client) -> str:
@@ -85,7 +88,7 @@ def test_hot_path_answers_exactly_like_the_reference(no_reference_submit):
     first = _next(alice, campaign)
     assert first.status_code == 200
     a = first.json()["assignments"][0]
-    services._last_reclaim[campaign.pk] = timezone.now()  # reclaim just ran (throttled)
+    assignment._last_reclaim[campaign.pk] = timezone.now()  # reclaim just ran (throttled)
     with CaptureQueriesContext(connection) as queries:
         hot = _submit(alice, campaign, a["id"])
     assert hot.status_code == 201, hot.content

@@ -10,11 +10,14 @@ from django_celery_beat.models import PeriodicTask
 
 from ratings import selectors, services
 from ratings.models import Assignment, Judgment, Pair, Rater
-from ratings.tasks import reclaim_expired_holds
+from ratings.tasks import reclaim_expired_holds_task
 
 from .factories import add_pairs, make_campaign, make_images
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.rating_paths(),  # services called directly: the toggle never reaches them
+]
 
 
 def rater(campaign, name="r", **kw):
@@ -128,7 +131,7 @@ def test_reclaim_task_is_scheduled_and_reclaims():
     holds = services.next_assignments(r.pk, holds=2).assignments
     Assignment.objects.filter(pk__in=[a.pk for a in holds]).update(
         expires=timezone.now() - timedelta(seconds=1))
-    assert reclaim_expired_holds() == 2
+    assert reclaim_expired_holds_task() == 2
     assert set(Pair.objects.values_list("taken", flat=True)) == {0}
 
 

@@ -10,6 +10,8 @@ import pytest
 from django.test import override_settings
 from drf_spectacular.generators import SchemaGenerator
 
+pytestmark = pytest.mark.rating_paths()  # no rater endpoint here: one run
+
 
 def test_rater_endpoints_are_still_documented():
     schema = SchemaGenerator().get_schema(request=None, public=True)

@@ -7,16 +7,13 @@ uses ../shared/data and the tests that need it skip when it is absent.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data"))
-LFW_DIR = SHARED_DATA / "lfw" / "lfw-deepfunneled"
+from tests.helpers import LFW_DIR, require_lfw
+
 # Six different people, one clear frontal face each.
 LFW_IMAGES = (
     "Aaron_Peirsol/Aaron_Peirsol_0001.jpg",
@@ -85,6 +82,5 @@ def _lfw_chips() -> np.ndarray:
 
 
 def lfw_chips() -> np.ndarray:
-    if not LFW_DIR.is_dir():
-        pytest.skip(f"LFW data not found at {LFW_DIR} (../shared/data is absent)")
+    require_lfw()
     return _lfw_chips()

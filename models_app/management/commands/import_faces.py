@@ -9,7 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from models_app.services import get_or_create_subject, ingest_image
+from models_app.faces.services import get_or_create_subject, ingest_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

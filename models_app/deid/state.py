@@ -1,0 +1,123 @@
+"""What the loop takes and gives: the face to de-identify (:class:`DeidSource`), one record
+per scored image (:class:`IterationRecord`), the result per face (:class:`DeidResult`) and
+the state to resume a batch from (:class:`DeidState`)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models_app.vision import faces
+from models_app.vision.chips import central_chip
+
+from .composite import change_mask
+
+STATE_VERSION = 1
+
+
+@dataclass
+class DeidSource:
+    """A face to de-identify: its 300x300 context crop and, for compositing, the photo."""
+
+    context: np.ndarray  # (300,300,3) uint8, faces.context_crop
+    photo: np.ndarray | None = None  # (H,W,3) uint8 RGB
+    box: tuple[int, int, int, int] | None = None
+    landmarks: list[tuple[int, int]] | None = None
+
+    @property
+    def chip(self) -> np.ndarray:
+        return np.ascontiguousarray(central_chip(self.context))
+
+    def change_mask(self) -> np.ndarray | None:
+        """Where a change of the context crop survives compositing into the photo (see
+        :func:`~.composite.change_mask`); None without a photo (every pixel counts)."""
+        if self.photo is None or self.box is None or self.landmarks is None:
+            return None
+        return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0])
+
+
+def prepare_source(rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)) -> DeidSource | None:
+    """Detect and align the most central face of a photo; None when there is none."""
+    face = faces.detect_and_align(rgb, upsample_steps=upsample_steps)
+    if face is None:
+        return None
+    ctx = faces.context_crop(rgb, face.box, face.landmarks)
+    return DeidSource(ctx, np.ascontiguousarray(rgb), face.box, list(face.landmarks))
+
+
+@dataclass
+class IterationRecord:
+    """One scored image of one face (what a DeidIteration row stores).
+
+    ``iteration`` 0 is the unmodified source; k is the image after k rounds. ``seconds`` is
+    the wall time of the round that produced this record, for the whole batch.
+    """
+
+    face: int
+    iteration: int
+    score_a: float
+    score_b: float  # ensemble score-B, mean over this record's EOT samples
+    score_b_min: float  # worst EOT sample (and the confirmation, when it ran)
+    per_cfru: list[dict[str, Any]]  # first sample: name, distance, similarity, matches
+    loss: dict[str, float]
+    objective: float  # g = max(A - τA, 0) + max(τB - B, 0); 0 is success
+    success: bool
+    confirmed: bool | None  # None: no confirmation ran on this record
+    change: dict[str, float]
+    seconds: float
+    saved_score_a: float | None = None  # from the saved-file confirmation, when it ran
+    saved_score_b: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DeidResult:
+    face: int
+    stop_reason: str
+    iterations: int  # rounds run before stopping
+    best_iteration: int  # the record whose image is returned
+    score_a: float
+    score_b: float
+    context: np.ndarray  # (300,300,3) uint8 output context crop
+    photo: np.ndarray | None  # the full photo with the output composited back (if given)
+    records: list[IterationRecord]
+    seconds: float  # wall time of the run (shared by the batch)
+
+
+@dataclass
+class DeidState:
+    """Everything needed to continue a batch after a worker dies.
+
+    ``iteration`` rounds are complete; the next forward pass scores image ``iteration``.
+    Serialise with :meth:`to_bytes` (``torch.save`` of tensors, lists and numbers only, so
+    :meth:`from_bytes` loads with ``weights_only=True``: no unpickling of code).
+    """
+
+    iteration: int
+    params: torch.Tensor  # (N, P) float32
+    optimizer: dict[str, Any]  # torch.optim.Adam state_dict
+    base: torch.Tensor | None  # evolve mode: (N,3,300,300) uint8 current input images
+    history: list[list[float]]  # objective g per face, records 0..iteration-1
+    best: list[dict[str, float]]  # per face: objective, iteration, score_a, score_b
+    best_images: torch.Tensor  # (N,3,300,300) uint8
+    done: list[str | None]  # stop reason per face, None while running
+    rng: torch.Tensor  # EOT generator state
+    config: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({"version": STATE_VERSION, **asdict(self)}, buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DeidState:
+        raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if raw.pop("version", None) != STATE_VERSION:
+            raise ValueError("not a de-identification state of this version")
+        return cls(**raw)

@@ -1,0 +1,64 @@
+"""Reads about face images: who may see one, and its pixels as arrays."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import TypeVar
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from PIL import Image
+
+from deidplatform.errors import NOT_FOUND, AppError
+from models_app.vision import faces
+
+from .models import FaceImage, Subject
+
+T = TypeVar("T", FaceImage, Subject)
+
+
+def can_view_face_image(user: AbstractBaseUser | AnonymousUser, image: FaceImage) -> bool:
+    """Staff may see every image. Raters see theirs through signed URLs (ratings app)."""
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def load_rgb_array(img: FaceImage) -> np.ndarray:
+    with img.file.storage.open(img.file.name, "rb") as fh:
+        return np.asarray(Image.open(io.BytesIO(fh.read())).convert("RGB"))
+
+
+def context_of(img: FaceImage) -> np.ndarray:
+    """The aligned 300x300 context crop from the stored photo and its stored landmarks."""
+    return faces.context_crop(load_rgb_array(img), img.box, img.landmarks)
+
+
+def contexts(images: Iterable[FaceImage]) -> tuple[list[str], np.ndarray]:
+    imgs = list(images)
+    arr = np.stack([context_of(i) for i in imgs]) if imgs else np.zeros((0, 300, 300, 3), np.uint8)
+    return [str(i.pk) for i in imgs], arr
+
+
+def _all_by_id(model: type[T], ids: Iterable, field: str, what: str) -> list[T]:
+    wanted = set(ids)
+    found = list(model.objects.filter(pk__in=wanted))
+    if len(found) != len(wanted):
+        raise AppError(NOT_FOUND, f"Some {what} do not exist.", field=field)
+    return found
+
+
+def images_by_id(ids: Iterable, *, field: str = "images") -> list[FaceImage]:
+    """The images with these ids; every id must exist (``not_found`` naming ``field``)."""
+    return _all_by_id(FaceImage, ids, field, "images")
+
+
+def subjects_by_id(ids: Iterable, *, field: str = "subjects") -> list[Subject]:
+    """The subjects with these ids; every id must exist (``not_found`` naming ``field``)."""
+    return _all_by_id(Subject, ids, field, "subjects")
+
+
+def image_by_id(image_id, *, field: str = "image") -> FaceImage:
+    try:
+        return FaceImage.objects.get(pk=image_id)
+    except FaceImage.DoesNotExist:
+        raise AppError(NOT_FOUND, "No such image.", field=field) from None

@@ -1,0 +1,169 @@
+"""Writes about face images. Ingest is one function, called by the API, the CLI, tasks and
+the jobs runner (for outputs); ``ingest_upload`` is the one way an HTTP upload comes in."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from deidplatform.errors import AppError
+from models_app.vision import faces
+from models_app.vision.imagefile import ImageRejected, encode_png, load_rgb
+from ratings.models import Pair
+
+from . import errors
+from .models import FaceImage, Subject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    """``outcome``: imported, duplicate or rejected. ``image`` is set unless rejected."""
+
+    outcome: str
+    image: FaceImage | None = None
+    code: str = ""
+    detail: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def get_or_create_subject(label: str, source: str = "") -> Subject:
+    subject, _ = Subject.objects.get_or_create(label=label, defaults={"source": source})
+    return subject
+
+
+def ingest_image(
+    data: bytes,
+    *,
+    subject: Subject | None = None,
+    kind: str = FaceImage.Kind.SOURCE,
+    parent: FaceImage | None = None,
+    multi_face_policy: str | None = None,
+    allow_no_face: bool = False,
+) -> IngestResult:
+    """Validate, detect, align and store one image file.
+
+    Either both the files and the row exist afterwards, or neither does. A file whose
+    bytes were ingested before returns that image as a duplicate. ``allow_no_face`` keeps
+    an image without a detectable face (de-identified outputs: the failure is a result, not
+    bad input), stored with status rejected and no chip.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    existing = FaceImage.objects.filter(sha256=digest).first()
+    if existing is not None:
+        return IngestResult("duplicate", existing)
+    try:
+        img = load_rgb(
+            data,
+            max_bytes=settings.DEID_MAX_UPLOAD_BYTES,
+            max_pixels=settings.DEID_MAX_IMAGE_PIXELS,
+        )
+    except ImageRejected as exc:
+        return IngestResult("rejected", code=exc.code, detail=exc.detail)
+
+    found = faces.detect_and_align(
+        img.rgb,
+        upsample_steps=settings.DEID_DETECT_UPSAMPLE,
+        cnn_fallback=settings.DEID_DETECT_CNN_FALLBACK,
+    )
+    if found is None:
+        if allow_no_face:
+            image = FaceImage(
+                subject=subject, kind=kind, parent=parent, sha256=digest, width=img.width,
+                height=img.height, status=FaceImage.Status.REJECTED, reason="no_face", n_faces=0,
+            )
+            return _store(image, encode_png(img.rgb), None, ["no face found"])
+        return IngestResult("rejected", code=errors.NO_FACE, detail="No face was found in the image.")
+    policy = multi_face_policy or settings.DEID_MULTI_FACE_POLICY
+    notes: list[str] = []
+    if found.n_faces > 1:
+        if policy == "reject":
+            return IngestResult(
+                "rejected",
+                code=errors.SEVERAL_FACES,
+                detail=f"{found.n_faces} faces were found; this platform is set to refuse them.",
+            )
+        notes.append(f"{found.n_faces} faces found; the most central one was kept")
+
+    image = FaceImage(
+        subject=subject,
+        kind=kind,
+        parent=parent,
+        sha256=digest,
+        width=img.width,
+        height=img.height,
+        box=list(found.box),
+        landmarks=[list(p) for p in found.landmarks],
+        n_faces=found.n_faces,
+        multi_face=found.n_faces > 1,
+        reason="; ".join(notes),
+    )
+    return _store(image, encode_png(img.rgb), encode_png(found.chip), notes)
+
+
+def _store(
+    image: FaceImage, file_png: bytes, chip_png: bytes | None, notes: list[str]
+) -> IngestResult:
+    saved: list[str] = []
+    try:
+        image.file.save("face.png", ContentFile(file_png), save=False)
+        saved.append(image.file.name)
+        if chip_png is not None:
+            image.chip.save("chip.png", ContentFile(chip_png), save=False)
+            saved.append(image.chip.name)
+        with transaction.atomic():
+            image.save(force_insert=True)
+    except IntegrityError:
+        _remove(image, saved)
+        # Another process stored the same bytes between our check and our insert.
+        return IngestResult("duplicate", FaceImage.objects.get(sha256=image.sha256))
+    except BaseException:
+        _remove(image, saved)
+        raise
+    return IngestResult("imported", image, warnings=notes)
+
+
+def _remove(image: FaceImage, names: list[str]) -> None:
+    for name in names:
+        try:
+            image.file.storage.delete(name)
+        except OSError:  # pragma: no cover - best effort cleanup
+            log.exception("could not remove %s", name)
+
+
+def delete_face_image(image: FaceImage) -> None:
+    """Delete the image, its de-identified outputs, every pair people judged them in (with
+    those judgments and labels) and every file (files go once the delete commits)."""
+    with transaction.atomic():
+        ids = [image.pk, *FaceImage.objects.filter(parent=image).values_list("pk", flat=True)]
+        # Pairs protect their images, so they go first; judgments and labels cascade.
+        Pair.objects.filter(Q(image_a_id__in=ids) | Q(image_b_id__in=ids)).delete()
+        image.delete()
+
+
+def ingest_upload(upload, *, subject_label: str | None = None, source: str = "api") -> IngestResult:
+    """An uploaded file (anything with ``size`` and ``read()``) through ingest; a rejection
+    raises :class:`AppError` with the ingest code, so every upload route answers alike."""
+    limit = settings.DEID_MAX_UPLOAD_BYTES
+    if upload.size > limit:
+        # Checked before reading the body into memory.
+        raise AppError(
+            errors.FILE_TOO_LARGE, f"The file is {upload.size} bytes; the limit is {limit}.",
+            field="file", extra={"status": "rejected", "reason": errors.FILE_TOO_LARGE},
+        )
+    subject = get_or_create_subject(subject_label, source=source) if subject_label else None
+    result = ingest_image(upload.read(), subject=subject)
+    if result.outcome == "rejected":
+        raise AppError(
+            result.code, result.detail, field="file",
+            extra={"status": "rejected", "reason": result.code},
+        )
+    return result
+

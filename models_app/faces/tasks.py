@@ -1,0 +1,22 @@
+"""Celery tasks of the faces domain."""
+
+from __future__ import annotations
+
+import base64
+
+from celery import shared_task
+
+from deidplatform.celery import INGEST_FILE
+
+from .services import get_or_create_subject, ingest_image
+
+
+@shared_task(name=INGEST_FILE)
+def ingest_file_task(data_b64: str, subject_label: str | None = None) -> dict:
+    subject = get_or_create_subject(subject_label, source="task") if subject_label else None
+    result = ingest_image(base64.b64decode(data_b64), subject=subject)
+    return {
+        "outcome": result.outcome,
+        "id": str(result.image.id) if result.image else None,
+        "code": result.code,
+    }

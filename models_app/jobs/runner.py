@@ -1,0 +1,167 @@
+"""Runs a de-identification job on a gpu worker: the loop, its rows, its output.
+
+Reliability: every iteration is recorded (idempotently, by ``(job, index)``) together with
+a checkpoint of the loop state, in one transaction. A worker killed mid-job leaves a job in
+``running`` with its last checkpoint; the redelivered task (``acks_late``) resumes from it,
+so no recorded iteration is lost or duplicated. The output file and its row are created in
+one transaction with the job's completion, so a retry never makes a second output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from models_app.faces.models import FaceImage
+from models_app.faces.selectors import load_rgb_array
+from models_app.faces.services import ingest_image
+from models_app.training.selectors import load_version_model
+from models_app.vision import faces
+from models_app.vision.imagefile import encode_png
+
+from .models import DeidIteration, DeidJob
+from .params import config_from_params
+from .services import send_output_to_campaign
+
+log = logging.getLogger(__name__)
+
+TERMINAL = (
+    DeidJob.Status.SUCCEEDED, DeidJob.Status.FINISHED, DeidJob.Status.FAILED,
+    DeidJob.Status.CANCELLED,
+)
+
+
+def _claim(job_id: str) -> DeidJob | None:
+    with transaction.atomic():
+        job = DeidJob.objects.select_for_update().select_related("source").get(pk=job_id)
+        if job.status in TERMINAL:
+            return None
+        job.status = DeidJob.Status.RUNNING
+        job.attempts += 1
+        job.started = job.started or timezone.now()
+        job.save(update_fields=["status", "attempts", "started"])
+    return job
+
+
+def _load_state(job: DeidJob):
+    from models_app.deid import DeidState  # torch: loaded on the worker only
+
+    if not job.checkpoint:
+        return None
+    try:
+        with job.checkpoint.storage.open(job.checkpoint.name, "rb") as fh:
+            return DeidState.from_bytes(fh.read())
+    except (OSError, ValueError, RuntimeError):
+        log.warning("job %s: unreadable checkpoint, restarting cleanly", job.pk)
+        return None
+
+
+def _record(job: DeidJob, rec, checkpoint) -> None:
+    """One iteration row and the checkpoint after it, committed together."""
+    state = checkpoint().to_bytes() if rec.iteration > 0 else None
+    with transaction.atomic():
+        DeidIteration.objects.update_or_create(
+            job=job, index=rec.iteration,
+            defaults={
+                "score_a": rec.score_a, "score_b": rec.score_b, "seconds": rec.seconds,
+                "loss": {**rec.loss, "objective": rec.objective, "score_b_min": rec.score_b_min,
+                         "success": rec.success, "confirmed": rec.confirmed,
+                         "saved_score_a": rec.saved_score_a,
+                         "saved_score_b": rec.saved_score_b, **{
+                             f"change_{k}": v for k, v in rec.change.items()}},
+            },
+        )
+        fields = ["iterations_done"]
+        job.iterations_done = max(job.iterations_done, rec.iteration)
+        if state is not None:
+            old = job.checkpoint.name if job.checkpoint else None
+            # Same name every time: storage would add a suffix, so delete then save.
+            if old:
+                job.checkpoint.storage.delete(old)
+            job.checkpoint.save("state", ContentFile(state), save=False)
+            fields.append("checkpoint")
+        job.save(update_fields=fields)
+
+
+def _cancelled(job: DeidJob) -> bool:
+    return DeidJob.objects.filter(pk=job.pk, status=DeidJob.Status.CANCELLED).exists()
+
+
+def execute_deid_job(job_id: str) -> dict[str, Any]:
+    from models_app.deid import DeidSource, run_deid, score_saved_output
+    from models_app.deid.score_a import HumanProxyScorer
+
+    job = _claim(job_id)
+    if job is None:
+        return {"job": job_id, "skipped": True}
+    try:
+        cfg = config_from_params(job.params)
+        src = job.source
+        photo = load_rgb_array(src)  # decoded once: the context crop comes from it too
+        source = DeidSource(
+            faces.context_crop(photo, src.box, src.landmarks), photo, tuple(src.box),
+            [tuple(p) for p in src.landmarks],
+        )
+        proxy = HumanProxyScorer(load_version_model(job.proxy_version))
+        resume = _load_state(job)
+        if resume is None and job.iterations_done:
+            # No usable checkpoint: restart cleanly, dropping the partial trajectory.
+            DeidIteration.objects.filter(job=job).delete()
+            job.iterations_done = 0
+        t0 = time.perf_counter()
+        result = run_deid(
+            source, proxy, cfg, resume=resume,
+            on_iteration=lambda rec, cp: _record(job, rec, cp),
+            should_stop=lambda: _cancelled(job),
+        )
+    except Exception as exc:
+        DeidJob.objects.filter(pk=job.pk).update(
+            status=DeidJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+            finished=timezone.now(),
+        )
+        raise
+    if result.stop_reason == "cancelled":
+        DeidJob.objects.filter(pk=job.pk).update(finished=timezone.now())
+        return {"job": str(job.pk), "status": "cancelled"}
+
+    out_rgb = result.photo if result.photo is not None else result.context
+    data = encode_png(out_rgb)
+    final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
+    with transaction.atomic():
+        job = DeidJob.objects.select_for_update().get(pk=job.pk)
+        if job.status in TERMINAL:  # another delivery finished first
+            return {"job": str(job.pk), "status": job.status}
+        ingest = ingest_image(
+            data, subject=src.subject, kind=FaceImage.Kind.OUTPUT, parent=src,
+            allow_no_face=True,
+        )
+        success = result.stop_reason == "success" and final.detected and final.score_b >= cfg.tau_b
+        job.output = ingest.image
+        job.stop_reason = result.stop_reason
+        job.status = DeidJob.Status.SUCCEEDED if success else DeidJob.Status.FINISHED
+        job.final_score_a = result.score_a
+        job.final_score_b = final.score_b
+        job.current_score_a = result.score_a
+        job.current_proxy = job.proxy_version
+        job.final_detail = {
+            "best_iteration": result.best_iteration, "iterations": result.iterations,
+            "loop_score_b": result.score_b, "detected_in_saved_file": final.detected,
+            "saved_file_score_b": final.score_b,
+            "saved_file_per_cfru": final.score.to_dict() if final.score is not None else None,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "output_sha256": hashlib.sha256(data).hexdigest(),
+        }
+        job.finished = timezone.now()
+        job.save()
+        if job.checkpoint:
+            job.checkpoint.storage.delete(job.checkpoint.name)
+            DeidJob.objects.filter(pk=job.pk).update(checkpoint="")
+        send_output_to_campaign(job)
+    return {"job": str(job.pk), "status": job.status, "stop_reason": job.stop_reason,
+            "score_a": job.final_score_a, "score_b": job.final_score_b}

@@ -1,0 +1,143 @@
+"""Services for de-identification jobs: create, batch, cancel, and hand an output to its
+campaign (writes only).
+
+The loop itself runs in ``jobs.runner.execute_deid_job`` on a ``gpu`` worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+
+from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit
+from deidplatform.errors import AppError
+from models_app.faces.models import FaceImage, Subject
+from models_app.training.models import ModelKind, ModelVersion
+from models_app.training.selectors import promoted_version
+from ratings.models import Campaign
+from ratings.services import create_pairs
+
+from . import errors
+from .models import DeidBatch, DeidJob
+from .params import validated_params
+
+
+def _check_source(source: FaceImage) -> None:
+    if source.status != FaceImage.Status.OK or not source.landmarks:
+        raise AppError(
+            errors.IMAGE_REJECTED, "The image was rejected at ingest and cannot be used.",
+            field="image",
+        )
+    if source.kind != FaceImage.Kind.SOURCE:
+        raise AppError(
+            errors.NOT_A_SOURCE, "Jobs start from source images, not outputs.", field="image"
+        )
+
+
+def _promoted_proxy() -> ModelVersion:
+    proxy = promoted_version(ModelKind.HUMAN_PROXY)
+    if proxy is None:
+        raise AppError(
+            errors.NO_PROMOTED_PROXY,
+            "No human proxy is promoted yet: train one (POST /api/training-runs/) first.",
+            field="proxy",
+        )
+    return proxy
+
+
+def _check_campaign(campaign: Campaign | None) -> None:
+    if campaign is not None and campaign.status == Campaign.Status.CLOSED:
+        raise AppError(
+            errors.CAMPAIGN_CLOSED, "That campaign no longer takes pairs.", field="campaign"
+        )
+
+
+def create_deid_job(
+    source: FaceImage,
+    params: dict[str, Any] | None = None,
+    *,
+    campaign: Campaign | None = None,
+    batch: DeidBatch | None = None,
+    user=None,
+) -> DeidJob:
+    """Validate, store and enqueue one job (sent to the gpu queue once this commits)."""
+    _check_source(source)
+    _check_campaign(campaign)
+    clean = validated_params(params)
+    proxy = _promoted_proxy()
+    with transaction.atomic():
+        job = DeidJob.objects.create(
+            source=source, params=clean, proxy_version=proxy, campaign=campaign, batch=batch,
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        _enqueue(job)
+    return job
+
+
+def _enqueue(job: DeidJob) -> None:
+    enqueue_on_commit(RUN_DEID_JOB, str(job.id))
+
+
+def create_batch(
+    *,
+    subjects: Iterable[Subject] = (),
+    images: Iterable[FaceImage] = (),
+    params: dict[str, Any] | None = None,
+    campaign: Campaign | None = None,
+    user=None,
+) -> DeidBatch:
+    """One job per usable source image of the given subjects (and the given images)."""
+    _check_campaign(campaign)
+    clean = validated_params(params)
+    proxy = _promoted_proxy()
+    sources = {img.pk: img for img in images}
+    subject_ids = [s.pk for s in subjects]
+    for img in FaceImage.objects.filter(
+        subject_id__in=subject_ids, kind=FaceImage.Kind.SOURCE, status=FaceImage.Status.OK
+    ):
+        sources.setdefault(img.pk, img)
+    if not sources:
+        raise AppError(
+            errors.NO_IMAGES, "No usable source image in the selection.", field="subjects"
+        )
+    for img in sources.values():
+        _check_source(img)
+    with transaction.atomic():
+        batch = DeidBatch.objects.create(
+            params=clean, created_by=user if user is not None and user.is_authenticated else None
+        )
+        jobs = DeidJob.objects.bulk_create(
+            DeidJob(source=img, params=clean, proxy_version=proxy, campaign=campaign, batch=batch,
+                    created_by=batch.created_by)
+            for img in sources.values()
+        )
+        for job in jobs:
+            _enqueue(job)
+    return batch
+
+
+def cancel_job(job: DeidJob) -> DeidJob:
+    """Cancel a queued or running job; the loop checks between iterations and stops."""
+    with transaction.atomic():
+        job = DeidJob.objects.select_for_update().get(pk=job.pk)
+        if job.status not in DeidJob.ACTIVE:
+            raise AppError(
+                errors.NOT_CANCELLABLE, f"The job is {job.status}; only active jobs cancel.",
+                field="status",
+            )
+        job.status = DeidJob.Status.CANCELLED
+        job.stop_reason = "cancelled"
+        job.save(update_fields=["status", "stop_reason"])
+    return job
+
+
+def send_output_to_campaign(job: DeidJob) -> None:
+    """Put the job's (source, output) pair into its campaign for people to judge; called in
+    the transaction that finishes the job."""
+    if job.campaign_id is None or job.output_id is None:
+        return
+    create_pairs(job.campaign, [{
+        "image_a": job.source_id, "image_b": job.output_id, "kind": "deid", "deid_job": job.pk,
+    }])

@@ -1,0 +1,175 @@
+"""Runs a training run of the human proxy on a gpu worker.
+
+``execute_training_run`` snapshots the training data (``training.selectors``), trains (pure
+code in ``models_app.proxy``), registers a candidate ``ModelVersion``, runs the promotion
+gate against the promoted version on the same held-out human labels, and promotes on a
+pass (``training.registry``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from deidplatform.errors import AppError
+from models_app.faces.selectors import contexts
+from models_app.proxy.metrics import json_safe, reliability_diagram_png, version_report
+
+from . import registry
+from .models import ModelKind, TrainingRun
+from .selectors import fixed_split, load_version_model, promoted_version, training_data
+from .services import RUN_DEFAULTS
+
+log = logging.getLogger(__name__)
+
+
+def mark_running(run_id: str) -> TrainingRun | None:
+    """Claim a queued run for this worker; None when it is not runnable any more."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+            return None
+        run.status = TrainingRun.Status.RUNNING
+        run.started = timezone.now()
+        run.history = []
+        run.save(update_fields=["status", "started", "history"])
+    return run
+
+
+def fail_run(run: TrainingRun, error: str) -> None:
+    run.status = TrainingRun.Status.FAILED
+    run.error = error
+    run.finished = timezone.now()
+    run.save(update_fields=["status", "error", "finished"])
+
+
+def _history_saver(run: TrainingRun):
+    def on_epoch(record: dict) -> bool:
+        run.history = [*run.history, json_safe(record)]  # jsonb has no NaN
+        TrainingRun.objects.filter(pk=run.pk).update(history=run.history)
+        return True
+
+    return on_epoch
+
+
+def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | None]:
+    from models_app.proxy.train import evaluate_proxy
+
+    metrics = evaluate_proxy(model, bank, table)
+    probs = metrics.pop("probs")
+    diagram = None
+    human = [r for r in judgments if r[0] in probs]
+    if human:
+        # version_report draws the diagram against each pair's human score-A, to a path.
+        with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
+            report = version_report(probs, human, tmp.name if png else None)
+            diagram = Path(tmp.name).read_bytes() if png else None
+        metrics["human"] = {k: v for k, v in report.items() if k != "reliability"}
+    elif png:
+        diagram = reliability_diagram_png(list(probs.values()), table.targets())
+    return metrics, diagram
+
+
+def execute_training_run(run_id: str) -> dict:
+    """Train, register, gate and (on a pass) promote. Runs on a gpu worker."""
+    # torch and the networks load on the worker only, not in every web process.
+    from models_app.proxy import ProxyError
+    from models_app.proxy.config import ProxyConfig
+    from models_app.proxy.data import check_pairs
+    from models_app.proxy.io import proxy_to_bytes
+    from models_app.proxy.network import HumanProxy
+    from models_app.proxy.train import TrainConfig, train_proxy
+
+    run = mark_running(run_id)
+    if run is None:
+        return {"run": run_id, "skipped": True}
+    cfg = {**RUN_DEFAULTS, **run.config}
+    try:
+        data = training_data(
+            natural_same=int(cfg["natural_same"]), natural_different=int(cfg["natural_different"]),
+            seed=int(cfg["seed"]),
+        )
+        train_cfg = TrainConfig.from_dict({"seed": int(cfg["seed"]), **cfg["train"]})
+        check_pairs(data.pairs, train_cfg.min_pairs)
+        incumbent = promoted_version(ModelKind.HUMAN_PROXY)
+        incumbent_model = load_version_model(incumbent) if incumbent else None
+        init = None
+        if cfg["warm_start"] and incumbent_model is not None:
+            # A copy: the cached instance is shared with scorers that freeze it.
+            init = copy.deepcopy(incumbent_model).requires_grad_(True)
+        model_config = init.config if init is not None else ProxyConfig()
+        encoder = init if init is not None else HumanProxy(model_config)
+        keys, ctx = contexts(data.images.values())
+        bank = encoder.encode_images(ctx, keys)
+        split = fixed_split(data.pairs, seed=int(cfg["seed"]))
+        result = train_proxy(
+            bank, data.pairs, train_cfg, split=split, init=init, model_config=model_config,
+            on_epoch=_history_saver(run),
+        )
+    except (ProxyError, AppError, ValueError, KeyError) as exc:
+        # Bad data or a corrupt promoted file: the run fails, the promoted version stays.
+        fail_run(run, f"{type(exc).__name__}: {exc}")
+        return {"run": str(run.pk), "status": "failed", "error": str(exc)}
+    except Exception as exc:
+        fail_run(run, f"{type(exc).__name__}: {exc}")
+        raise
+
+    # The gate: candidate and incumbent on the same held-out (test-subject) pairs: the human
+    # labels when they hold both answers (AUC needs both), else with the held-out natural
+    # pairs added (people know those: LFW accuracy 99.2%), else natural pairs alone (prior).
+    test = split.apply(data.pairs)["test"]
+    human = test.select(lambda p: not p.natural)
+    both = {t > 0.5 for t in human.targets()} == {True, False}
+    if len(human) and both:
+        held_out, gate_set = human, "human"
+    elif len(human):
+        held_out, gate_set = test, "human+natural"
+    else:
+        held_out, gate_set = test, "natural"
+    if len(held_out) == 0:
+        fail_run(run, "no held-out pairs: too few subjects to hold some out")
+        return {"run": str(run.pk), "status": "failed", "error": "no held-out pairs"}
+    cand_metrics, diagram = _evaluate(result.model, bank, held_out, data.judgments, png=True)
+    inc_metrics = None
+    if incumbent_model is not None:
+        inc_bank = bank if incumbent_model.config == result.model.config else (
+            incumbent_model.encode_images(ctx, keys)
+        )
+        inc_metrics, _ = _evaluate(incumbent_model, inc_bank, held_out, data.judgments, png=False)
+    decision = registry.gate_decision(cand_metrics, inc_metrics, float(cfg["gate_tolerance"]))
+    metrics = {
+        "held_out": cand_metrics, "held_out_set": gate_set, "n_held_out": len(held_out),
+        "validation": result.val_metrics.get("full"),
+        "validation_appearance": result.val_metrics.get("appearance"),
+        "incumbent_on_held_out": inc_metrics,
+    }
+    with transaction.atomic():
+        run.refresh_from_db()
+        version = registry.register_version(
+            kind=ModelKind.HUMAN_PROXY, weights=proxy_to_bytes(result.model),
+            config={"proxy": result.model.config.to_dict(), "train": result.config,
+                    "run": {k: v for k, v in cfg.items() if k != "train"}},
+            metrics=json_safe(metrics), is_prior=bool(result.model.meta.prior), parent=incumbent,
+            training_run=run, diagram_png=diagram, gate=json_safe(decision.as_dict()),
+        )
+        if not decision.passed:
+            version.status = version.Status.REJECTED
+            version.save(update_fields=["status"])
+        run.status = TrainingRun.Status.SUCCEEDED
+        run.stop_reason = result.stop_reason
+        run.labels_used = data.n_labels
+        run.finished = timezone.now()
+        run.data_snapshot = json_safe({
+            "pairs": data.pairs.to_records(), "split": result.split.to_dict(),
+            "n_pairs": result.n_pairs, "labels": data.n_labels, "gate_set": gate_set,
+        })
+        run.save(update_fields=["status", "stop_reason", "labels_used", "finished", "data_snapshot"])
+    if decision.passed and cfg["auto_promote"]:
+        registry.promote(version)
+    return {"run": str(run.pk), "status": run.status, "version": version.number,
+            "gate": decision.passed, "stop_reason": result.stop_reason}

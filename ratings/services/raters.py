@@ -1,0 +1,130 @@
+"""Raters: creation, consent, and blocking (automatic QC verdicts and operators)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .. import locking
+from ..errors import NO_IDENTITY, RatingError
+from ..models import Assignment, Campaign, Pair, Rater
+from .assignment import expire_holds, give_back_slots
+from .labels import mark_labels_pending
+
+log = logging.getLogger("ratings.services")
+
+
+def get_or_create_rater(
+    campaign: Campaign,
+    *,
+    user: AbstractBaseUser | None = None,
+    source: str = Rater.Source.LOCAL,
+    external_id: str = "",
+    meta: Mapping[str, str] | None = None,
+) -> Rater:
+    """Create or resume the rater for a user or an external participant id."""
+    if user is None and not external_id:
+        raise RatingError(
+            NO_IDENTITY, "A user or an external participant id is needed.", field="rater"
+        )
+    lookup: dict[str, Any] = (
+        {"user": user} if user is not None else {"source": source, "external_id": external_id}
+    )
+    for _ in range(2):  # a second tab may create the same rater concurrently
+        try:
+            with transaction.atomic():
+                rater, created = Rater.objects.get_or_create(
+                    campaign=campaign, **lookup,
+                    defaults={"external_meta": dict(meta or {}),
+                              "source": source if user is None else Rater.Source.LOCAL,
+                              # No qualification asked: qualified from the start, so the
+                              # first "next" already takes the hot path.
+                              "qualified": campaign.qualification_size == 0},
+                )
+            break
+        except IntegrityError:
+            continue
+    else:  # pragma: no cover - two races in a row
+        rater = Rater.objects.get(campaign=campaign, **lookup)
+    if not created and meta and any(rater.external_meta.get(k) != v for k, v in meta.items()):
+        Rater.objects.filter(pk=rater.pk).update(external_meta={**rater.external_meta, **meta})
+    return rater
+
+
+def record_consent(rater: Rater) -> Rater:
+    """Note the rater's consent (once; a second call keeps the first time)."""
+    if rater.consented_at is None:
+        rater.consented_at = timezone.now()
+        rater.save(update_fields=["consented_at"])
+    return rater
+
+
+def mark_blocked(rater: Rater, reason: str, now: datetime) -> None:
+    """Set the block on the instance; the caller holds the rater's lock and saves it."""
+    rater.blocked, rater.blocked_reason, rater.blocked_at = True, reason, now
+    log.info("rater %s blocked: %s", rater.public_id, reason)
+
+
+def block_rater(rater_id: int, reason: str = "operator", *, now: datetime | None = None) -> Rater:
+    """Block a rater by hand (operators); their judgments stay but leave the labels."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rater = locking.lock_rater(rater_id)
+        if not rater.blocked:
+            mark_blocked(rater, reason, now)
+            rater.save(update_fields=["blocked", "blocked_reason", "blocked_at"])
+    release_blocked_rater(rater_id, now=now)
+    mark_labels_pending(rater.campaign_id)
+    return rater
+
+
+def release_blocked_rater(rater_id: int, *, now: datetime | None = None) -> None:
+    """A blocked rater's holds expire and their counted deid judgments free their slots,
+    so every pair can still reach k judgments from raters in good standing."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rater = locking.lock_rater(rater_id)
+        if not rater.blocked:
+            return
+        hold_pairs = list(
+            rater.assignments.filter(state=Assignment.State.ISSUED).values_list("pair_id", flat=True)
+        )
+        judged = [] if rater.slots_released else _judged_deid_pairs(rater)
+        pairs = locking.lock_pairs(hold_pairs + judged)
+        expire_holds(pairs, now, Q(rater=rater))
+        give_back_slots(pairs, judged)
+        Rater.objects.filter(pk=rater.pk).update(slots_released=True)
+
+
+def unblock_rater(rater_id: int) -> Rater:
+    """Undo a block (operators): their counted judgments take their slots again.
+
+    This may push a pair above k judgments if others filled the freed slots meanwhile;
+    the labels stay correct (they count every judgment in good standing).
+    """
+    with transaction.atomic():
+        rater = locking.lock_rater(rater_id)
+        if not rater.blocked:
+            return rater
+        if rater.slots_released:
+            for p in locking.lock_pairs(_judged_deid_pairs(rater)):
+                Pair.objects.filter(pk=p.pk).update(taken=F("taken") + 1)
+        rater.blocked, rater.blocked_reason, rater.blocked_at = False, "", None
+        rater.slots_released = False
+        rater.save(update_fields=["blocked", "blocked_reason", "blocked_at", "slots_released"])
+    mark_labels_pending(rater.campaign_id)
+    return rater
+
+
+def _judged_deid_pairs(rater: Rater) -> list[int]:
+    """Pair ids of the rater's deid judgments: the slots a block releases (one each)."""
+    return list(
+        rater.judgments.filter(pair__kind=Pair.Kind.DEID).values_list("pair_id", flat=True)
+    )
