@@ -10,7 +10,7 @@ from models_app.models import ModelVersion, TrainingRun
 from models_app.training import runner, services
 from models_app.training.selectors import clear_model_cache
 from tests.helpers import wait_for
-from tests.models_app.proxy_fixtures import ingest_subjects, label_pairs
+from tests.models_app.fixtures import ingest_subjects, label_pairs, promote_untrained_proxy
 
 # Small, fast runs: a handful of natural pairs beside the human labels, 3 epochs.
 FAST = {"natural_same": 20, "natural_different": 20, "train": {"stop": {"max_epochs": 3}}}
@@ -173,9 +173,7 @@ def test_a_second_run_while_one_is_queued_is_refused(staff_client):
 
 @pytest.mark.django_db
 def test_corrupt_promoted_file_fails_the_run_and_keeps_the_promotion(labelled):
-    from tests.models_app.test_deid_jobs import _promote_untrained_proxy
-
-    v1 = _promote_untrained_proxy()
+    v1 = promote_untrained_proxy()
     with v1.file.storage.open(v1.file.name, "wb") as fh:
         fh.write(b"not safetensors")
     run = TrainingRun.objects.create(config=FAST)

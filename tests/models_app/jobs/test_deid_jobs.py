@@ -7,28 +7,11 @@ import pytest
 
 from models_app.faces.services import get_or_create_subject, ingest_image
 from models_app.jobs import rescoring, runner
-from models_app.models import DeidIteration, DeidJob, FaceImage, ModelKind
-from models_app.training import registry
+from models_app.models import DeidIteration, DeidJob, FaceImage
 from tests.helpers import wait_for
+from tests.models_app.fixtures import promote_untrained_proxy
 
 FAST = {"max_iterations": 3, "convergence_window": 2, "eot": {"confirm_samples": 1}}
-
-
-def _promote_untrained_proxy():
-    """A real HumanProxy network (untrained weights): enough to drive the loop in tests."""
-    import torch
-
-    from models_app.proxy.config import ProxyMeta
-    from models_app.proxy.io import proxy_to_bytes
-    from models_app.proxy.network import HumanProxy
-
-    torch.manual_seed(0)
-    model = HumanProxy(meta=ProxyMeta(prior=True, description="test"))
-    v = registry.register_version(
-        kind=ModelKind.HUMAN_PROXY, weights=proxy_to_bytes(model), config={}, metrics={},
-        is_prior=True,
-    )
-    return registry.promote(v)
 
 
 @pytest.fixture
@@ -39,7 +22,7 @@ def source(face_jpeg) -> FaceImage:
 @pytest.fixture
 def proxy(db, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks():
-        return _promote_untrained_proxy()
+        return promote_untrained_proxy()
 
 
 def _post(client, body):
@@ -70,7 +53,7 @@ def test_invalid_parameters_name_the_field(staff_client, source, proxy, params, 
 def test_rejected_image_unknown_image_and_missing_proxy(staff_client, source, face_jpeg):
     r = _post(staff_client, {"image": str(source.pk)})
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "no_promoted_proxy"
-    _promote_untrained_proxy()
+    promote_untrained_proxy()
     FaceImage.objects.filter(pk=source.pk).update(status="rejected")
     r = _post(staff_client, {"image": str(source.pk)})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "image"
@@ -120,7 +103,7 @@ def test_job_runs_on_the_worker_and_feeds_a_campaign(staff_client, settings, cel
     from tests.ratings.factories import make_campaign
 
     settings.MEDIA_ROOT = celery_worker_process.media_root
-    _promote_untrained_proxy()
+    promote_untrained_proxy()
     src = ingest_image(face_jpeg, subject=get_or_create_subject("subject-1")).image
     campaign = make_campaign()
     r = _post(staff_client, {"image": str(src.pk), "params": FAST, "campaign": campaign.pk})
@@ -193,7 +176,7 @@ def test_promotion_rescores_finished_outputs(source, proxy):
     runner.execute_deid_job(str(job.pk))
     job.refresh_from_db()
     assert job.current_proxy_id == proxy.pk
-    v2 = _promote_untrained_proxy()
+    v2 = promote_untrained_proxy()
     out = rescoring.rescore_outputs(str(v2.pk))
     job.refresh_from_db()
     assert out["rescored"] == 1 and job.current_proxy_id == v2.pk

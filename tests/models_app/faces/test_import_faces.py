@@ -65,14 +65,16 @@ def test_missing_folder_is_a_command_error(tmp_path):
 
 @pytest.mark.slow
 def test_cli_exit_code_for_missing_folder(tmp_path):
+    import os
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
+    from tests.helpers import REPO
+
     proc = subprocess.run(
         [sys.executable, "manage.py", "import_faces", str(tmp_path / "missing")],
-        cwd=repo, capture_output=True, text=True,
-        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "deidplatform.settings_test"},
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "deidplatform.settings_test"},
     )
     assert proc.returncode != 0
     assert "Folder not found" in proc.stderr

@@ -1,12 +1,13 @@
-"""Real faces in the database (LFW photos, ingested for real) and human labels on pairs of
-them, for training the human proxy end to end."""
+"""Data for the models_app tests: real faces in the database (LFW photos, ingested for real),
+human labels on pairs of them, and a promoted (untrained) human proxy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from models_app.faces.services import get_or_create_subject, ingest_image
-from models_app.models import FaceImage
+from models_app.models import FaceImage, ModelKind, ModelVersion
+from models_app.training import registry
 
 
 def lfw_subjects(lfw_dir: Path, n_subjects: int, per_subject: int) -> list[list[Path]]:
@@ -43,3 +44,20 @@ def label_pairs(groups: list[list[FaceImage]], campaign) -> int:
             pair=pair, score_a=score, same=score > 0.5, n_judgments=3, method="dawid_skene"
         )
     return len(items)
+
+
+def promote_untrained_proxy() -> ModelVersion:
+    """A real HumanProxy network (untrained weights): enough to drive the loop in tests."""
+    import torch
+
+    from models_app.proxy.config import ProxyMeta
+    from models_app.proxy.io import proxy_to_bytes
+    from models_app.proxy.network import HumanProxy
+
+    torch.manual_seed(0)
+    model = HumanProxy(meta=ProxyMeta(prior=True, description="test"))
+    v = registry.register_version(
+        kind=ModelKind.HUMAN_PROXY, weights=proxy_to_bytes(model), config={}, metrics={},
+        is_prior=True,
+    )
+    return registry.promote(v)
