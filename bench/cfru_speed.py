@@ -6,29 +6,28 @@ input chips of a loss on Θ0 and every tap, as formula A needs). Measurements ar
 (dlib, torch, dlib, ...) so load from other processes hits both alike; medians are reported.
 Prints one JSON line last.
 
-    .venv/bin/python bench/cfru_speed.py [--reps 5] [--device cpu|cuda]
+    .venv/bin/python -m bench.cfru_speed [--reps 5] [--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.common import emit, machine, parse_args
+from models_app.vision import dlib_dat
+from models_app.vision import dlib_resnet as dr
 
-from models_app.vision import dlib_resnet as dr  # noqa: E402
+# Two repetitions: the timings are noise at this size; max_abs_diff_vs_dlib_b32 (seeded
+# chips) is the deterministic figure.
+QUICK = {"reps": 2}
 
 
 def make_chips(n: int, seed: int = 0) -> np.ndarray:
@@ -58,13 +57,13 @@ def main() -> None:
         help="torch CPU threads (default 1: dlib's runtime runs on one thread too; on a "
         "shared machine more threads than idle cores stall at every op, see BENCHMARKS.md)",
     )
-    args = ap.parse_args()
+    args = parse_args(ap, QUICK)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
     import dlib
 
-    rec = dlib.face_recognition_model_v1(str(dr.default_model_path()))
+    rec = dlib.face_recognition_model_v1(str(dlib_dat.default_model_path()))
     model = dr.get_dlib_resnet(args.device)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -133,8 +132,9 @@ def main() -> None:
     out = {
         "benchmark": "cfru_speed",
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPU cores"
-        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU"),
+        "machine": machine(
+            f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU"
+        ),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "dlib_threads": 1,
@@ -150,7 +150,7 @@ def main() -> None:
         ),
         "max_abs_diff_vs_dlib_b32": max_diff,
     }
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ seed, never used in the loop. Benchmark faces (first image of each) are subjects
 both proxies are subject-disjoint from them. Context crops of the View-2 images are read from the proxy
 benchmark's cache (/tmp/deid_proxy_lfw) when it is there, else computed.
 
-    .venv/bin/python bench/deid.py [--faces 100] [--params style,pixels] [--batch 8]
-        [--batch1-faces 100] [--gallery /tmp/deid_gallery.png]
+    .venv/bin/python -m bench.deid [--faces 100] [--params style,pixels] [--batch 8]
+        [--batch1-faces 100] [--gallery /tmp/deid_gallery.png] [--quick]
 """
 
 from __future__ import annotations
@@ -19,42 +19,60 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.common import (
+    add_lfw_arguments,
+    cpu_name,
+    emit,
+    encode_bank,
+    lfw_folds,
+    load_rgb,
+    log,
+    parse_args,
+    require_lfw,
+)
+from models_app.deid import (
+    STOP_SUCCESS,
+    DeidConfig,
+    DeidResult,
+    DeidSource,
+    prepare_source,
+    run_deid,
+    run_deid_batch,
+    score_saved_output,
+)
+from models_app.deid.metrics import mean_abs_change, ssim
+from models_app.deid.score_a import EnsembleScorer, HumanProxyScorer
+from models_app.proxy.data import PairTable
+from models_app.vision import faces
 
-from models_app.deid.proxy import EnsembleScorer, HumanProxyScorer  # noqa: E402
-
-from models_app.deid import loop  # noqa: E402
-from models_app.deid.metrics import mean_abs_change, ssim  # noqa: E402
-from models_app.vision import faces  # noqa: E402
-
-DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"
 PROXY_CACHE = Path("/tmp/deid_proxy_lfw")
 # View-2 folds are subject-disjoint: the loop's proxy, the held-out proxy and the benchmark
 # faces each get their own folds.
 LOOP_FOLDS = [0, 1, 2, 3]
 HELDOUT_FOLDS = [4, 5, 6, 7]
 BENCH_FOLDS = [8, 9]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_rgb(path: Path | str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+# 20 + 20 pairs of each fold for both proxies, 4 faces, 15 iterations, both parameterisations,
+# one torch thread; its own cache and none of the proxy benchmark's (``--proxy-cache ''``), so
+# the figures depend on nothing left by other runs: success, stop reasons, scores, SSIM are
+# deterministic, the timings are not.
+QUICK = {
+    "pairs_per_fold": 20,
+    "cache": "/tmp/deid_bench_quick",
+    "proxy_cache": "",
+    "gallery": "/tmp/deid_gallery_quick.png",
+    "faces": 4,
+    "batch": 4,
+    "batch1_faces": 1,
+    "max_iterations": 15,
+    "threads": 1,
+    "gallery_rows": 2,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,10 +80,11 @@ def load_rgb(path: Path | str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _contexts_for(lfw: Path, images: list[str]) -> np.ndarray:
+def _contexts_for(lfw: Path, images: list[str], proxy_cache: Path | None) -> np.ndarray:
     """Context crops of these View-2 images: from the proxy benchmark's cache, else computed."""
-    info_f, ctx_f = PROXY_CACHE / "contexts.json", PROXY_CACHE / "contexts.npy"
-    if info_f.exists() and ctx_f.exists():
+    info_f = proxy_cache / "contexts.json" if proxy_cache else None
+    ctx_f = proxy_cache / "contexts.npy" if proxy_cache else None
+    if info_f and ctx_f and info_f.exists() and ctx_f.exists():
         info = json.loads(info_f.read_text())
         if info.get("complete"):
             index = {k: i for i, k in enumerate(info["images"])}
@@ -75,18 +94,18 @@ def _contexts_for(lfw: Path, images: list[str]) -> np.ndarray:
     log(f"computing {len(images)} context crops")
     out = np.zeros((len(images), 300, 300, 3), np.uint8)
     for i, k in enumerate(images):
-        src = loop.prepare_source(load_rgb(lfw / "lfw-deepfunneled" / k), (0, 1, 2))
+        src = prepare_source(load_rgb(lfw / "lfw-deepfunneled" / k), (0, 1, 2))
         if src is not None:
             out[i] = src.context
     return out
 
 
-def _bank_for(model, lfw: Path, images: list[str]):
+def _bank_for(model, lfw: Path, images: list[str], proxy_cache: Path | None):
     """ImageBank rows for ``images``: sliced from the proxy benchmark's bank when present."""
     from models_app.proxy.data import ImageBank
 
     # Any cached bank whose rows fit this model (the bank depends on taps/pooling only).
-    for f in sorted(PROXY_CACHE.glob("bank_*.safetensors")):
+    for f in sorted(proxy_cache.glob("bank_*.safetensors")) if proxy_cache else []:
         try:
             bank = ImageBank.load(f)
         except Exception:  # noqa: BLE001 - a cache being written or of another format
@@ -100,30 +119,34 @@ def _bank_for(model, lfw: Path, images: list[str]):
             idx = torch.tensor([index[k] for k in images])
             log(f"bank rows from {f}")
             return ImageBank(images, bank.identity[idx], bank.small[idx], bank.descriptors[idx])
-    ctx = _contexts_for(lfw, images)
-    t0 = time.time()
-    parts = []
-    for i in range(0, len(images), 250):
-        parts.append(model.encode_images(ctx[i : i + 250], images[i : i + 250], batch_size=50))
-        log(f"bank {i + len(parts[-1])}/{len(images)} ({time.time() - t0:.0f} s)")
-    return ImageBank(
-        images,
-        *(torch.cat([getattr(b, k) for b in parts]) for k in ("identity", "small", "descriptors")),
-    )
+    return encode_bank(model, _contexts_for(lfw, images, proxy_cache), images, 250)
 
 
 def ensure_proxy(
-    name: str, folds: list[int], seed: int, lfw: Path, cache: Path, model_config: dict | None = None
+    name: str,
+    folds: list[int],
+    seed: int,
+    lfw: Path,
+    cache: Path,
+    model_config: dict | None = None,
+    *,
+    all_folds: list[PairTable],
+    pairs_per_fold: int = 0,
+    proxy_cache: Path | None = PROXY_CACHE,
 ):
+    """The proxy trained on these View-2 folds of ``all_folds`` (cached in ``cache``)."""
     from models_app.proxy import CorruptModelError
-    from models_app.proxy.data import ImageBank, PairTable, read_lfw_pairs
+    from models_app.proxy.config import ProxyConfig, ProxyMeta
+    from models_app.proxy.data import ImageBank
     from models_app.proxy.io import load_proxy, save_proxy
-    from models_app.proxy.network import HumanProxy, ProxyConfig, ProxyMeta
+    from models_app.proxy.network import HumanProxy
     from models_app.proxy.train import StopRules, TrainConfig, train_proxy
 
     tag = f"{name}_f{folds[0]}-{folds[-1]}_s{seed}"
     if model_config:  # a non-default architecture gets its own cache entry
         tag += "_" + hashlib.sha1(json.dumps(model_config, sort_keys=True).encode()).hexdigest()[:8]
+    if pairs_per_fold:  # so does a cut protocol
+        tag += f"_p{pairs_per_fold}"
     path = cache / f"proxy_{tag}.safetensors"
     info_path = cache / f"proxy_{tag}.json"
     if path.exists() and info_path.exists():
@@ -131,7 +154,6 @@ def ensure_proxy(
             return load_proxy(path), json.loads(info_path.read_text())
         except CorruptModelError as exc:  # the proxy package changed: train again
             log(f"cached proxy {name} unusable ({exc}); retraining")
-    all_folds = read_lfw_pairs(lfw / "pairs.txt")
     pairs = PairTable([p for f in folds for p in all_folds[f].pairs])
     images = pairs.image_keys
     log(f"proxy {name}: {len(pairs)} pairs, {len(images)} images, {len(pairs.subjects)} subjects")
@@ -139,10 +161,12 @@ def ensure_proxy(
     # A bank depends on the images and the config's bank signature (taps, pooling, ...).
     sig = hashlib.sha1(json.dumps(arch.bank_signature(), sort_keys=True).encode()).hexdigest()
     bank_file = cache / f"bank_{name}_f{folds[0]}-{folds[-1]}_{sig[:8]}.safetensors"
+    if pairs_per_fold:
+        bank_file = bank_file.with_name(bank_file.stem + f"_p{pairs_per_fold}.safetensors")
     if bank_file.exists():
         bank = ImageBank.load(bank_file)
     else:
-        bank = _bank_for(HumanProxy(arch), lfw, images)
+        bank = _bank_for(HumanProxy(arch), lfw, images, proxy_cache)
         bank.save(bank_file)
     cfg = TrainConfig(seed=seed, stop=StopRules(max_epochs=25, patience=4))
     res = train_proxy(
@@ -175,13 +199,13 @@ def ensure_proxy(
 # --------------------------------------------------------------------------------------------
 
 
-def benchmark_faces(lfw: Path, n: int, subjects: set[str]) -> list[tuple[str, loop.DeidSource]]:
+def benchmark_faces(lfw: Path, n: int, subjects: set[str]) -> list[tuple[str, DeidSource]]:
     names = sorted(s for s in subjects if (lfw / "lfw-deepfunneled" / s).is_dir())
     step = max(1, len(names) // (n + n // 5 + 1))
     out = []
     for name in names[::step]:
         first = sorted((lfw / "lfw-deepfunneled" / name).glob("*.jpg"))[:1]
-        src = loop.prepare_source(load_rgb(first[0])) if first else None
+        src = prepare_source(load_rgb(first[0])) if first else None
         if src is not None:
             out.append((name, src))
         if len(out) == n:
@@ -216,12 +240,12 @@ def network_seconds(scorer: HumanProxyScorer, batch: int, samples: int, reps: in
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate(src: loop.DeidSource, res: loop.DeidResult, out_dir: Path, key: str, proxies, cfg):
+def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies, cfg):
     from PIL import Image
 
     path = out_dir / f"{key}.png"
     Image.fromarray(res.photo).save(path)  # what the platform stores: lossless PNG
-    fin = loop.score_saved_output(src.chip, str(path), tau_b=cfg.tau_b)
+    fin = score_saved_output(src.chip, str(path), tau_b=cfg.tau_b)
     saved_rgb = load_rgb(path)
     fresh = faces.detect_and_align(saved_rgb)
     ctx_fresh = (
@@ -254,9 +278,9 @@ def evaluate(src: loop.DeidSource, res: loop.DeidResult, out_dir: Path, key: str
     }
 
 
-def summarise(rows: list[dict], cfg: loop.DeidConfig) -> dict:
+def summarise(rows: list[dict], cfg: DeidConfig) -> dict:
     n = len(rows)
-    succ = [r for r in rows if r["stop_reason"] == loop.STOP_SUCCESS]
+    succ = [r for r in rows if r["stop_reason"] == STOP_SUCCESS]
     held = [r for r in succ if r.get("a_heldout_saved", r["a_heldout"]) <= cfg.tau_a]
 
     def mean(key, rs=rows):
@@ -329,8 +353,12 @@ def gallery(path: Path, sources, outputs: dict[str, dict[str, np.ndarray]], rows
 
 def run_param(pname: str, sources, proxies, loop_proxy, args):
     """Batched run over all faces (quality figures), then batch 1 (timing) on a subset."""
-    cfg = loop.DeidConfig.from_dict(
-        {**json.loads(args.config), "parameterisation": pname, "max_iterations": args.max_iterations}
+    cfg = DeidConfig.from_dict(
+        {
+            **json.loads(args.config),
+            "parameterisation": pname,
+            "max_iterations": args.max_iterations,
+        }
     )
     out_dir = args.cache / "outputs" / pname
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +370,7 @@ def run_param(pname: str, sources, proxies, loop_proxy, args):
             log(f"{pname}: time budget spent after {done} faces; reporting those")
             break
         chunk = sources[i : i + args.batch]
-        results = loop.run_deid_batch([s for _, s in chunk], loop_proxy, cfg, device="cpu")
+        results = run_deid_batch([s for _, s in chunk], loop_proxy, cfg, device="cpu")
         for (key, src), res in zip(chunk, results, strict=True):
             rows[key] = evaluate(src, res, out_dir, key, proxies, cfg)
             outputs[key] = res.context
@@ -353,7 +381,7 @@ def run_param(pname: str, sources, proxies, loop_proxy, args):
     batched_seconds = time.perf_counter() - t0
     b1_rows = []
     for key, src in sources[: args.batch1_faces]:
-        res = loop.run_deid(src, loop_proxy, cfg, device="cpu")
+        res = run_deid(src, loop_proxy, cfg, device="cpu")
         b1_rows.append(evaluate(src, res, out_dir, key + "_b1", proxies, cfg))
     log(f"{pname} batch-1 {len(b1_rows)} faces done")
     it_s = [s for r in b1_rows for s in r["iter_seconds"]]
@@ -384,7 +412,12 @@ def run_param(pname: str, sources, proxies, loop_proxy, args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    add_lfw_arguments(ap)
+    ap.add_argument(
+        "--proxy-cache",
+        default=str(PROXY_CACHE),
+        help="the proxy benchmark's cache, read for context crops and bank rows ('': none)",
+    )
     ap.add_argument("--cache", type=Path, default=Path("/tmp/deid_bench"))
     ap.add_argument("--faces", type=int, default=100)
     ap.add_argument("--params", default="style,pixels")
@@ -409,25 +442,30 @@ def main() -> None:
     )
     ap.add_argument("--train-only", default="", help="train (and cache) these proxies only")
     ap.add_argument("--merge", default="", help="also report these params from earlier runs")
-    args = ap.parse_args()
-    if not (args.lfw / "lfw-deepfunneled").is_dir():
-        sys.exit(f"LFW not found at {args.lfw} (../shared/data is absent)")
+    args = parse_args(ap, QUICK)
+    require_lfw(args.lfw, "lfw-deepfunneled")
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
 
     which = args.train_only or "loop,heldout"
     proxy_config = json.loads(args.proxy_config)
+    folds = lfw_folds(args.lfw, args.pairs_per_fold)
+    proxy_kw = {
+        "all_folds": folds,
+        "pairs_per_fold": args.pairs_per_fold,
+        "proxy_cache": Path(args.proxy_cache) if args.proxy_cache else None,
+    }
     if "loop" in which:
         seeds = [int(x) for x in args.loop_seeds.split(",")]
         members = [
-            ensure_proxy("loop", LOOP_FOLDS, seed, args.lfw, args.cache, proxy_config)
+            ensure_proxy("loop", LOOP_FOLDS, seed, args.lfw, args.cache, proxy_config, **proxy_kw)
             for seed in seeds
         ]
         loop_models = [m for m, _ in members]
         loop_info = {**members[0][1], "seeds": seeds}
     if "heldout" in which:
         held_model, held_info = ensure_proxy(
-            "heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache, proxy_config
+            "heldout", HELDOUT_FOLDS, 2, args.lfw, args.cache, proxy_config, **proxy_kw
         )
     if args.train_only:
         return
@@ -439,9 +477,6 @@ def main() -> None:
     held_proxy = HumanProxyScorer(held_model)
     proxies = {"loop": loop_proxy, "heldout": held_proxy}
 
-    from models_app.proxy.data import read_lfw_pairs
-
-    folds = read_lfw_pairs(args.lfw / "pairs.txt")
     bench_subjects = {s for f in BENCH_FOLDS for s in folds[f].subjects}
     sources = benchmark_faces(args.lfw, args.faces, bench_subjects)
     log(f"{len(sources)} benchmark faces (subjects of View-2 folds {BENCH_FOLDS})")
@@ -474,13 +509,13 @@ def main() -> None:
         "bench": "deid",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "host": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "threads": args.threads,
             "torch": torch.__version__,
         },
         "faces": len(sources),
         "max_iterations": args.max_iterations,
-        "config_defaults": loop.DeidConfig().to_dict(),
+        "config_defaults": DeidConfig().to_dict(),
         "config_overrides": json.loads(args.config),
         "proxies": {
             "loop": {k: v for k, v in loop_info.items() if k != "subjects"},
@@ -489,7 +524,7 @@ def main() -> None:
         "gallery": str(args.gallery),
         "results": summary,
     }
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Ingest pipeline speed per stage on LFW photos, against dlib's detector alone.
 
-    .venv/bin/python bench/ingest.py [--n 300]
+    .venv/bin/python -m bench.ingest [--n 300] [--quick]
 
 Stages: validation/decoding (load_rgb), detection + landmarks + chip (detect_and_align),
 PNG encoding of image and chip. The reference is the HOG detector alone on the same
@@ -12,27 +12,23 @@ the unavoidable detection. Prints one JSON line last. No database: the full
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import LFW_DIR, cpu_name, emit, parse_args, require_lfw
+from models_app.vision import faces
+from models_app.vision.imagefile import encode_png, load_rgb
 
-from models_app.vision import faces  # noqa: E402
-from models_app.vision.imagefile import encode_png, load_rgb  # noqa: E402
-
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "lfw-deepfunneled"
+# The first 40 files in sorted order: faces_found is deterministic.
+QUICK = {"n": 40}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--data", type=Path, default=LFW)
-    args = ap.parse_args()
-    if not args.data.is_dir():
-        sys.exit(f"LFW not found at {args.data}")
+    ap.add_argument("--data", type=Path, default=LFW_DIR / "lfw-deepfunneled")
+    args = parse_args(ap, QUICK)
+    require_lfw(args.data, "")
     files = sorted(args.data.glob("*/*.jpg"))[: args.n]
     blobs = [p.read_bytes() for p in files]
     faces.detect_faces(load_rgb(blobs[0]).rgb)  # load the models before timing
@@ -60,7 +56,7 @@ def main() -> None:
     pipeline = t["load"] + t["detect_align"] + t["encode"]
     result = {
         "bench": "ingest",
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": cpu_name(),
         "images": n,
         "faces_found": found,
         "ms_per_image": {k: round(1000 * v / n, 2) for k, v in t.items()},
@@ -68,7 +64,7 @@ def main() -> None:
         "detector_only_images_per_s": round(n / t["detector_only"], 1),
         "pipeline_over_detector": round(pipeline / t["detector_only"], 2),
     }
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

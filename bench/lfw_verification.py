@@ -9,7 +9,8 @@ accuracy at dlib's fixed 0.6; fits the logistic similarity slope and writes both
 Chips and embeddings are cached outside the repository (``--cache``, default
 /tmp/deid_lfw_cache) so a rerun only evaluates.
 
-    .venv/bin/python bench/lfw_verification.py [--cfrus dlib_resnet_v1,torch_dlib_resnet_v1]
+    .venv/bin/python -m bench.lfw_verification [--cfrus dlib_resnet_v1,torch_dlib_resnet_v1]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import inspect
 import json
 import os
-import platform
 import sys
 import time
 from multiprocessing import Pool
@@ -28,48 +28,24 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from models_app.vision import cfru as cfru_mod  # noqa: E402
-from models_app.vision import dlib_resnet as dr  # noqa: E402
-from models_app.vision import faces  # noqa: E402
+from bench.common import (
+    add_lfw_arguments,
+    emit,
+    lfw_folds,
+    load_rgb,
+    machine,
+    median_box,
+    parse_args,
+    require_lfw,
+)
+from models_app.vision import cfru as cfru_mod
+from models_app.vision import dlib_dat, faces
 
 DETECTION_POLICY = "hog0-1-2_central40_cnn0-1_centrebox.v2"
 
-DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"
-
-
-def read_pairs(path: Path) -> list[list[tuple[str, str, bool]]]:
-    """Folds of (image a, image b, same) with paths relative to lfw-deepfunneled/."""
-    lines = path.read_text().split("\n")
-    n_folds, n_per = (int(v) for v in lines[0].split())
-    rows = [ln.split("\t") for ln in lines[1:] if ln.strip()]
-    if len(rows) != n_folds * 2 * n_per:
-        raise ValueError(f"{path}: {len(rows)} pairs, expected {n_folds * 2 * n_per}")
-
-    def img(name: str, n: str) -> str:
-        return f"{name}/{name}_{int(n):04d}.jpg"
-
-    folds = []
-    for f in range(n_folds):
-        fold = []
-        for r in rows[f * 2 * n_per : (f + 1) * 2 * n_per]:
-            if len(r) == 3:
-                fold.append((img(r[0], r[1]), img(r[0], r[2]), True))
-            elif len(r) == 4:
-                fold.append((img(r[0], r[1]), img(r[2], r[3]), False))
-            else:
-                raise ValueError(f"{path}: bad line {r}")
-        folds.append(fold)
-    return folds
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+# 8 + 8 pairs of each fold (160 pairs, ~250 images), all four CFRUs; its own cache, and the
+# calibration is not written (a quick run must not recalibrate the platform).
+QUICK = {"pairs_per_fold": 8, "cache": "/tmp/deid_lfw_cache_quick", "no_write": True}
 
 
 # LFW crops are centred on the subject (Viola-Jones box enlarged 2.2x, then deep-funneled);
@@ -101,7 +77,7 @@ def _cnn_boxes(rgb: np.ndarray, upsample: int) -> list[tuple[int, int, int, int]
     import dlib
 
     if _cnn_detector is None:
-        path = dr.default_model_path().with_name("mmod_human_face_detector.dat")
+        path = dlib_dat.default_model_path().with_name("mmod_human_face_detector.dat")
         _cnn_detector = dlib.cnn_face_detection_model_v1(str(path))
     dets = _cnn_detector(rgb, upsample)
     return [(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()) for d in dets]
@@ -110,7 +86,7 @@ def _cnn_boxes(rgb: np.ndarray, upsample: int) -> list[tuple[int, int, int, int]
 def _detect(path: str) -> tuple[np.ndarray | None, tuple[int, int, int, int] | None, str]:
     """Our detection + alignment: the central face by HOG (0, 1, 2 upsamplings), else by
     dlib's CNN detector; (None, None, "none") when neither finds a face near the centre."""
-    rgb = _load_rgb(Path(path))
+    rgb = load_rgb(path)
     h, w = rgb.shape[:2]
     for up in (0, 1, 2):
         box = _central_box([b for b, _ in faces.detect_faces(rgb, (up,), **_HOG_ONLY)], w, h)
@@ -143,17 +119,16 @@ def make_chips(
         if chip is not None:
             chips[i] = chip
             boxes.append(box)
-    # Still no face: as dlib's author advises for LFW, a box in the middle of the image (the
-    # median detection box) for the landmark predictor.
-    median_box = tuple(int(round(v)) for v in np.median(np.array(boxes), axis=0))
+    # Still no face: the median detection box, in the middle of the image.
+    centre = median_box(boxes)
     for i in [i for i, m in enumerate(methods) if m == "none"]:
-        chips[i] = faces.align(_load_rgb(Path(paths[i])), median_box)[1]
+        chips[i] = faces.align(load_rgb(paths[i]), centre)[1]
         methods[i] = "centre_box"
     info = {
         "images": images,
         "policy": DETECTION_POLICY,
         "methods": methods,
-        "median_box": list(median_box),
+        "median_box": list(centre),
         "seconds": round(time.time() - t0, 1),
     }
     np.save(chips_file, chips)
@@ -234,7 +209,7 @@ def evaluate(dist: np.ndarray, same: np.ndarray, fold_of: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    add_lfw_arguments(ap)
     ap.add_argument(
         "--cfrus",
         default=",".join(
@@ -250,17 +225,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--calibration-out", type=Path, default=cfru_mod.CALIBRATION_PATH)
     ap.add_argument("--no-write", action="store_true", help="do not write calibration.json")
-    args = ap.parse_args()
+    args = parse_args(ap, QUICK)
 
-    if not (args.lfw / "pairs.txt").exists():
-        sys.exit(f"LFW not found at {args.lfw} (../shared/data is absent)")
+    require_lfw(args.lfw)
     args.cache.mkdir(parents=True, exist_ok=True)
-    folds = read_pairs(args.lfw / "pairs.txt")
-    images = sorted({p for fold in folds for a, b, _ in fold for p in (a, b)})
+    folds = lfw_folds(args.lfw, args.pairs_per_fold)
+    images = sorted({k for fold in folds for k in fold.image_keys})
     index = {p: i for i, p in enumerate(images)}
-    ia = np.array([index[a] for fold in folds for a, _, _ in fold])
-    ib = np.array([index[b] for fold in folds for _, b, _ in fold])
-    same = np.array([s for fold in folds for _, _, s in fold])
+    ia = np.array([index[p.a] for fold in folds for p in fold])
+    ib = np.array([index[p.b] for fold in folds for p in fold])
+    same = np.array([p.target > 0.5 for fold in folds for p in fold])
     fold_of = np.repeat(np.arange(len(folds)), [len(f) for f in folds])
 
     chips, info = make_chips(args.lfw, images, args.cache, args.workers)
@@ -323,7 +297,7 @@ def main() -> None:
     out = {
         "benchmark": "lfw_view2_verification",
         "date": today,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPU cores, no GPU used",
+        "machine": machine(", no GPU used"),
         "images": len(images),
         "pairs": int(len(same)),
         "folds": len(folds),
@@ -334,7 +308,7 @@ def main() -> None:
         "max_abs_embedding_diff_between_cfrus": cross,
         "calibration_written": None if args.no_write else str(args.calibration_out),
     }
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ Protocol: View 2 ``pairs.txt`` (10 subject-disjoint folds of 300 matched + 300 m
 pairs). For each test fold f, the proxy trains on 8 folds, uses fold f-1 for early stopping
 and calibration (subject-disjoint from both), and is tested on fold f. Only the pairs of the
 nine non-test folds are used for training ("restricted" configuration: no extra pairs).
-``--folds 0,1,2`` runs fewer test folds (said so in the JSON); ``--dev`` uses
-pairsDevTrain/pairsDevTest instead.
+``--folds 0,1,2`` runs fewer test folds (said so in the JSON).
 
 Context crops (300x300, dlib alignment, padding 1.0) and frozen identity features for the
 7,701 images are cached outside the repository (``--cache``, default /tmp/deid_proxy_lfw).
 
-    .venv/bin/python bench/proxy_quality.py [--folds all] [--threads 1]
+    .venv/bin/python -m bench.proxy_quality [--folds all] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
@@ -21,9 +20,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
-import platform
-import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -31,31 +27,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.common import (
+    add_lfw_arguments,
+    emit,
+    encode_bank,
+    lfw_folds,
+    load_rgb,
+    log,
+    machine,
+    median_box,
+    parse_args,
+    require_lfw,
+)
+from models_app.proxy import metrics
+from models_app.proxy.data import PairTable
 
-from models_app.proxy import metrics  # noqa: E402
-from models_app.proxy.data import PairTable, read_lfw_pairs  # noqa: E402
-
-DEFAULT_LFW = Path(os.environ.get("DEID_SHARED_DATA", REPO.parent / "shared" / "data")) / "lfw"
 HUMAN = {"original": 0.992, "tight_crop": 0.975, "inverse_mask": 0.936}
+# 30 + 30 pairs of each fold (600 pairs, ~1,000 images), test folds 0 and 1, 3 epochs: the
+# accuracies and AUCs are deterministic (seeded training, one torch thread), timings are not.
+QUICK = {
+    "pairs_per_fold": 30,
+    "cache": "/tmp/deid_proxy_lfw_quick",
+    "folds": "0,1",
+    "max_epochs": 3,
+    "patience": 1,
+    "throughput_pairs": 16,
+}
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _load_rgb(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _detect(path: str):
+def _detect(path: str) -> tuple[list | None, list | None, str, np.ndarray | None]:
     from models_app.vision import faces
 
-    rgb = _load_rgb(path)
+    rgb = load_rgb(path)
     for steps, how in (((0, 1), "hog"), ((2,), "hog_upsample2")):
         face = faces.detect_and_align(rgb, upsample_steps=steps)
         if face is not None:
@@ -87,13 +90,12 @@ def prepare_contexts(lfw: Path, images: list[str], cache: Path, workers: int) ->
             if i % 500 == 0:
                 log(f"contexts {i}/{len(images)} ({time.time() - t0:.0f} s)")
     # No face found even with 2x upsampling: landmarks on the median box (LFW centres faces).
-    found = np.array([b for b in boxes if b is not None])
-    median_box = [int(round(v)) for v in np.median(found, axis=0)]
+    centre = list(median_box(b for b in boxes if b is not None))
     for i in (i for i, m in enumerate(methods) if m == "none"):
-        rgb = _load_rgb(paths[i])
-        lms, _ = faces.align(rgb, tuple(median_box))
-        out[i] = faces.context_crop(rgb, median_box, lms)
-        boxes[i], landmarks[i], methods[i] = median_box, [list(p) for p in lms], "median_box"
+        rgb = load_rgb(paths[i])
+        lms, _ = faces.align(rgb, tuple(centre))
+        out[i] = faces.context_crop(rgb, centre, lms)
+        boxes[i], landmarks[i], methods[i] = centre, [list(p) for p in lms], "median_box"
     out.flush()
     del out
     info = {
@@ -101,19 +103,13 @@ def prepare_contexts(lfw: Path, images: list[str], cache: Path, workers: int) ->
         "boxes": boxes,
         "landmarks": landmarks,
         "methods": methods,
-        "median_box": median_box,
+        "median_box": centre,
         "seconds": round(time.time() - t0, 1),
         "complete": True,
     }
     info_file.write_text(json.dumps(info))
     log(f"contexts done in {info['seconds']} s")
     return np.load(ctx_file, mmap_mode="r")
-
-
-def all_pairs(lfw: Path, dev: bool) -> list[PairTable]:
-    if dev:
-        return read_lfw_pairs(lfw / "pairsDevTrain.txt") + read_lfw_pairs(lfw / "pairsDevTest.txt")
-    return read_lfw_pairs(lfw / "pairs.txt")
 
 
 def prepare_bank(model, contexts: np.ndarray, images: list[str], cache: Path):
@@ -130,14 +126,7 @@ def prepare_bank(model, contexts: np.ndarray, images: list[str], cache: Path):
             built = f.with_suffix(".json")
             return bank, json.loads(built.read_text())["seconds"] if built.exists() else None
     t0 = time.time()
-    banks = []
-    for i in range(0, len(images), 500):
-        banks.append(model.encode_images(contexts[i : i + 500], images[i : i + 500], batch_size=50))
-        log(f"bank {i + len(banks[-1])}/{len(images)} ({time.time() - t0:.0f} s)")
-    bank = ImageBank(
-        images,
-        *(torch.cat([getattr(b, k) for b in banks]) for k in ("identity", "small", "descriptors")),
-    )
+    bank = encode_bank(model, contexts, images, 500)
     seconds = time.time() - t0
     bank.save(f)
     f.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
@@ -173,7 +162,7 @@ def throughput(model, contexts: np.ndarray, index: dict, pairs, n_pairs: int, ba
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    add_lfw_arguments(ap)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/deid_proxy_lfw"))
     ap.add_argument("--workers", type=int, default=2, help="processes for face detection")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
@@ -191,20 +180,20 @@ def main() -> None:
     ap.add_argument("--identity-vectors", action="store_true")
     ap.add_argument("--throughput-pairs", type=int, default=128)
     ap.add_argument("--prepare-only", action="store_true")
-    args = ap.parse_args()
-    if not (args.lfw / "pairs.txt").exists():
-        sys.exit(f"LFW not found at {args.lfw} (../shared/data is absent)")
+    args = parse_args(ap, QUICK)
+    require_lfw(args.lfw)
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
-    folds = all_pairs(args.lfw, False)
+    folds = lfw_folds(args.lfw, args.pairs_per_fold)
     images = sorted({k for f in folds for k in f.image_keys})
     log(f"{len(images)} images")
     contexts = prepare_contexts(args.lfw, images, args.cache, args.workers)
     info = json.loads((args.cache / "contexts.json").read_text())
     kinds, counts = np.unique(np.array(info["methods"]), return_counts=True)
 
+    from models_app.proxy.config import ProxyConfig, ProxyMeta
     from models_app.proxy.data import SubjectSplit
-    from models_app.proxy.network import HumanProxy, ProxyConfig, ProxyMeta
+    from models_app.proxy.network import HumanProxy
     from models_app.proxy.train import StopRules, TrainConfig, train_proxy
 
     bank, bank_seconds = prepare_bank(HumanProxy(), contexts, images, args.cache)
@@ -285,6 +274,14 @@ def main() -> None:
         v = [r[key][sub] if sub else r[key] for r in per_fold]
         return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
+    def branch_summary(branch, also):
+        acc_mean, acc_std = mean(branch, "accuracy")
+        return {
+            "accuracy_mean": acc_mean,
+            "accuracy_std": acc_std,
+            **{f"{m}_mean": mean(branch, m)[0] for m in also},
+        }
+
     assert model is not None
     tp = throughput(
         model, contexts, bank.index, folds[per_fold[-1]["fold"]], args.throughput_pairs, 32
@@ -296,8 +293,7 @@ def main() -> None:
     out = {
         "benchmark": "human_proxy_quality",
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPU cores (shared with other jobs), "
-        f"no GPU, torch threads {args.threads}",
+        "machine": machine(f" (shared with other jobs), no GPU, torch threads {args.threads}"),
         "protocol": (
             "LFW View 2 pairs.txt; per test fold f: train on 8 folds, fold f-1 for early "
             "stopping and Platt calibration, test on fold f; natural pairs only (prior=True)"
@@ -309,19 +305,8 @@ def main() -> None:
         "detection": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
         "model_config": model_config.to_dict(),
         "train_config": cfg.to_dict(),
-        "full_proxy": {
-            "accuracy_mean": mean("full", "accuracy")[0],
-            "accuracy_std": mean("full", "accuracy")[1],
-            "auc_mean": mean("full", "auc")[0],
-            "brier_mean": mean("full", "brier")[0],
-            "ece_mean": mean("full", "ece")[0],
-        },
-        "appearance_only": {
-            "accuracy_mean": mean("appearance", "accuracy")[0],
-            "accuracy_std": mean("appearance", "accuracy")[1],
-            "auc_mean": mean("appearance", "auc")[0],
-            "brier_mean": mean("appearance", "brier")[0],
-        },
+        "full_proxy": branch_summary("full", ("auc", "brier", "ece")),
+        "appearance_only": branch_summary("appearance", ("auc", "brier")),
         "dlib_distance_only": {
             "accuracy_mean": mean("dlib_distance_accuracy")[0],
             "auc_mean": mean("dlib_distance_auc")[0],
@@ -345,7 +330,7 @@ def main() -> None:
         },
         "per_fold": per_fold,
     }
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

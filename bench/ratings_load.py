@@ -1,6 +1,6 @@
 """Rating platform under load: a WSGI server + PostgreSQL, N simulated raters over HTTP.
 
-    .venv/bin/python bench/ratings_load.py [--raters 50] [--seconds 20] [--workers 2]
+    .venv/bin/python -m bench.ratings_load [--raters 50] [--seconds 20] [--workers 2] [--quick]
 
 Creates a fresh database (``ratings_bench`` on DATABASE_URL's server), a campaign with
 plenty of pairs, starts the server (``--server``: granian, the deployed one, or gunicorn)
@@ -31,8 +31,18 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.common import REPO, emit, parse_args
+
+# 5 raters for 5 s on 4,000 pairs, in a database of its own (this bench drops and recreates
+# its database). Throughput and latency are noise at this size; the correctness counters
+# (errors, double assignments, pairs over k, lost/unexpected judgments, starved raters, ok)
+# are the figures to compare.
+QUICK = {
+    "raters": 5,
+    "seconds": 5.0,
+    "pairs": 4000,
+    "database_url": "postgres://postgres@127.0.0.1:5432/ratings_bench_quick",
+}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -342,7 +352,7 @@ def check_database(dsn: str, ok_ids: list[str], k: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--raters", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=20.0)
     # 2 cores: two processes (one GIL each), threads to overlap the database round trips.
@@ -368,7 +378,7 @@ def main() -> None:
             "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ratings_bench"
         ),
     )
-    args = ap.parse_args()
+    args = parse_args(ap, QUICK)
 
     tmp = Path(tempfile.mkdtemp(prefix="ratings-load-"))
     env = dict(os.environ)
@@ -491,7 +501,7 @@ def main() -> None:
         and checks["unexpected_judgments"] == 0
         and result["starved_raters"] == 0
     )
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":
