@@ -395,6 +395,12 @@ def main() -> None:
         LOG_LEVEL="WARNING",
         DB_CONN_MAX_AGE="600",
     )
+    # Every simulated rater comes from 127.0.0.1 with no think time, far above the default
+    # per-rater and per-IP limits (settings "Rate limits"): limits stay on (their cache
+    # round trip is measured) but high enough never to throttle the load.
+    for name in ("RATE_LIMIT_ENTRY_PER_IP", "RATE_LIMIT_ACTIONS_PER_RATER",
+                 "RATE_LIMIT_ACTIONS_PER_IP"):
+        env.setdefault(name, "1000000/60")
     # Sessions from Redis (cached_db, see settings.py): no SQL per request for the session.
     if args.session_cache_url:
         env["SESSION_CACHE_URL"] = args.session_cache_url

@@ -7,6 +7,7 @@ Production: set ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis o
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -104,6 +105,16 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 30}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# A ceiling on every SQL statement (PostgreSQL, milliseconds; 0: none). Set it for web
+# processes (e.g. 15000) so a stuck query answers a clean 503 instead of holding a worker
+# thread; leave workers without it (training reads large snapshots).
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 0)
+if DB_STATEMENT_TIMEOUT_MS > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options["options"] = (
+        f"{_db_options.get('options', '')} -c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    ).strip()
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -178,15 +189,25 @@ DEID_MULTI_FACE_POLICY = os.environ.get("DEID_MULTI_FACE_POLICY", "flag")
 DEID_DETECT_UPSAMPLE = tuple(int(x) for x in env_list("DEID_DETECT_UPSAMPLE", ["0", "1"]))
 # When HOG finds no face, try dlib's CNN detector once (slow, so only as a fallback).
 DEID_DETECT_CNN_FALLBACK = env_bool("DEID_DETECT_CNN_FALLBACK", True)
+# Smaller images are refused (400 too_small): they cannot hold a face HOG can find.
+DEID_MIN_IMAGE_SIDE = env_int("DEID_MIN_IMAGE_SIDE", 40)
+# Detector work bound: pixels each pass sees after upsampling (bigger images are searched
+# on a downscaled copy), and seconds after which no further pass starts (422).
+DEID_DETECT_MAX_PIXELS = env_int("DEID_DETECT_MAX_PIXELS", 8_000_000)
+DEID_DETECT_CNN_MAX_PIXELS = env_int("DEID_DETECT_CNN_MAX_PIXELS", 250_000)
+DEID_DETECT_TIME_BUDGET_S = float(os.environ.get("DEID_DETECT_TIME_BUDGET_S", "30"))
 
 # --- REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        # First: it picks the challenge, so a failed basic-auth login is a 401 with
+        # WWW-Authenticate while a browser session keeps its 403.
+        "deidplatform.permissions.ApiSessionAuthentication",
+        "deidplatform.permissions.ApiBasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Staff *and* the model permission of the action (deidplatform/permissions.py).
+    "DEFAULT_PERMISSION_CLASSES": ["deidplatform.permissions.RolePermission"],
     "EXCEPTION_HANDLER": "deidplatform.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -196,6 +217,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Face de-identification with people in the loop.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Every operation documents its error answers (deidplatform/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "deidplatform.schema.add_error_responses",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------
@@ -218,6 +244,37 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or (
 )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A dead broker must cost a request well under a second, not ~20 s (issue 12): few, short
+# publish retries, a short connect timeout, and few result-backend reconnects (the web
+# process subscribes to results when it sends). Unsent work stays ``queued`` for the sweeper.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                     "interval_max": 0.2},
+}
+CELERY_BROKER_PROBE_TIMEOUT_S = 1.0  # deidplatform.celery.broker_reachable
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    # Redelivery of an unacknowledged message (its worker died) after this long. Recovery
+    # does not wait for it: the sweeper re-sends work whose heartbeat went stale within
+    # minutes, and a redelivered duplicate is refused by the job's claim, so this only backs
+    # up the other tasks (ingest, labels) and may be shorter than a training run.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+        "socket_connect_timeout": 2,
+    }
+# The sweeper (models_app.tasks.sweep_stale_work, every minute by beat): re-sends work never
+# handed to the broker, work whose worker stopped beating, and stuck label updates.
+DEID_DISPATCH_GRACE_S = env_int("DEID_DISPATCH_GRACE_S", 30)  # unsent queued row: re-send after
+DEID_REDISPATCH_S = env_int("DEID_REDISPATCH_S", 3600)  # sent but still queued: lost message?
+# Running but silent this long: re-queue. Longer than the longest gap between beats (one
+# loop iteration, one epoch, encoding a training run's images).
+DEID_HEARTBEAT_STALE_S = env_int("DEID_HEARTBEAT_STALE_S", 300)
+DEID_LABELS_STALE_S = env_int("DEID_LABELS_STALE_S", 300)  # labels_pending this long: re-queue
+DEID_JOB_MAX_ATTEMPTS = env_int("DEID_JOB_MAX_ATTEMPTS", 3)  # then the job fails for good
 
 LOGGING = {
     "version": 1,
@@ -232,6 +289,68 @@ LOGGING = {
 RATINGS_IMAGE_URL_MAX_AGE = env_int("RATINGS_IMAGE_URL_MAX_AGE", 300)
 # FaceImage.Kind and Pair.Kind are both "kind": give the pair's enum its own schema name.
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["PairKindEnum"] = "ratings.models.Pair.Kind"
+
+# Rater binding (ratings/binding.py): the browser of a participant's first entry keeps a
+# signed, HttpOnly cookie; only that browser may act as that participant afterwards.
+RATINGS_BINDING_COOKIE = os.environ.get("RATINGS_BINDING_COOKIE", "deid_rater_binding")
+RATINGS_BINDING_MAX_AGE = env_int("RATINGS_BINDING_MAX_AGE", 180 * 24 * 3600)
+
+# --- Rate limits -------------------------------------------------------------------------
+# Fixed windows counted in the "ratelimit" cache: Redis when RATE_LIMIT_CACHE_URL (or
+# SESSION_CACHE_URL) is set, shared by every worker; else this process's memory (the
+# embedded default: limits then count per web process). Each limit is "COUNT/SECONDS";
+# "0/1" switches one off. Blocked requests get 429 with Retry-After (JSON on the API, a
+# page on the rater pages). ratings/throttle.py; README "Rate limits".
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    count, _, seconds = (os.environ.get(name) or default).partition("/")
+    return int(count), int(seconds or 60)
+
+
+RATE_LIMIT_CACHE_URL = os.environ.get("RATE_LIMIT_CACHE_URL", SESSION_CACHE_URL)
+CACHES = globals().get("CACHES") or {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+CACHES["ratelimit"] = (
+    {"BACKEND": "ratings.cache.RedisCache", "LOCATION": RATE_LIMIT_CACHE_URL,
+     "KEY_PREFIX": "deid-rl"}
+    if RATE_LIMIT_CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "deid-rl"}
+)
+RATE_LIMIT_CACHE = "ratelimit"
+# Entry links (/rate/<slug>/?PROLIFIC_PID=...) per client IP: new or returning raters.
+RATE_LIMIT_ENTRY_PER_IP = env_rate("RATE_LIMIT_ENTRY_PER_IP", "30/60")
+# Rater "next" and "submit" calls (both rating paths), per rater and per client IP (a
+# lab behind one NAT shares the second).
+RATE_LIMIT_ACTIONS_PER_RATER = env_rate("RATE_LIMIT_ACTIONS_PER_RATER", "120/60")
+RATE_LIMIT_ACTIONS_PER_IP = env_rate("RATE_LIMIT_ACTIONS_PER_IP", "1200/60")
+# Behind a reverse proxy: the META key holding the client address it appends, e.g.
+# HTTP_X_FORWARDED_FOR (its last entry is used: the one the trusted proxy wrote).
+RATE_LIMIT_IP_HEADER = os.environ.get("RATE_LIMIT_IP_HEADER", "")
+
+# Login lockout (django-axes): admin login and API basic auth. After AUTH_LOCKOUT_FAILURES
+# wrong passwords for one username from one IP, that pair is refused (429) for
+# AUTH_LOCKOUT_MINUTES, right password or not. Counted in the same cache.
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "deidplatform.lockout.LockoutBackend",  # first: refuses locked-out credentials
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("AUTH_LOCKOUT_ENABLED", True)
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_CACHE = RATE_LIMIT_CACHE
+AXES_FAILURE_LIMIT = env_int("AUTH_LOCKOUT_FAILURES", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AUTH_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "deidplatform.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "deidplatform.lockout.client_ip"
+AXES_VERBOSE = False
+if not RATE_LIMIT_CACHE_URL:
+    # Axes warns that a per-process cache counts per process: accepted for the embedded default.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 
 # --- Human proxy ----------------------------------------------------------------------------
 # Retrain when at least this many aggregated labels arrived since the last run.

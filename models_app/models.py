@@ -4,11 +4,11 @@ Re-exports keep ``models_app.models.X`` working: the app label stays ``models_ap
 migrations refer to the upload-path functions here.
 """
 
-from .faces.models import FaceImage, Subject, _chip_path, _face_path
+from .faces.models import ErasureRecord, FaceImage, Subject, _chip_path, _face_path
 from .jobs.models import DeidBatch, DeidIteration, DeidJob, _checkpoint_path
 from .training.models import ModelKind, ModelVersion, TrainingRun, _diagram_path, _model_path
 
 __all__ = [
-    "DeidBatch", "DeidIteration", "DeidJob", "FaceImage", "ModelKind", "ModelVersion", "Subject",
+    "DeidBatch", "DeidIteration", "DeidJob", "ErasureRecord", "FaceImage", "ModelKind", "ModelVersion", "Subject",
     "TrainingRun", "_checkpoint_path", "_chip_path", "_diagram_path", "_face_path", "_model_path",
 ]

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from deidplatform.celery import DEVICE_INFO, PING
+from deidplatform.celery import DEVICE_INFO, PING, SWEEP_STALE_WORK
+from ratings.services.labels import requeue_stuck_label_updates
 
 from .device import get_device
 from .faces.models import FaceImage
 from .faces.tasks import ingest_file_task
+from .jobs.services import sweep_jobs
 from .jobs.tasks import rescore_outputs_task, run_deid_job_task
+from .training.services import sweep_runs
 from .training.tasks import maybe_retrain_task, train_proxy_task
 
 __all__ = [
     "device_info_task", "ingest_file_task", "maybe_retrain_task", "ping_task",
-    "rescore_outputs_task", "run_deid_job_task", "train_proxy_task",
+    "rescore_outputs_task", "run_deid_job_task", "sweep_stale_work_task", "train_proxy_task",
 ]
 
 
@@ -28,3 +31,10 @@ def ping_task(value: str = "pong") -> dict:
 @shared_task(name=DEVICE_INFO)
 def device_info_task() -> dict:
     return {"device": str(get_device())}
+
+
+@shared_task(name=SWEEP_STALE_WORK)
+def sweep_stale_work_task() -> dict:
+    """Every minute (beat, migration 0004_heartbeats): nothing queued stays unsent, nothing
+    running stays owned by a dead worker, no label update stays stuck (issue 12)."""
+    return {**sweep_runs(), **sweep_jobs(), "labels_requeued": requeue_stuck_label_updates()}

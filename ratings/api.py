@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -26,8 +27,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import hotpath, selectors, services
-from .errors import BLOCKED, CONSENT_REQUIRED, NOT_A_RATER, RatingError
+from deidplatform.permissions import RolePermission
+
+from . import binding, hotpath, selectors, services, throttle
+from .errors import BLOCKED, CONSENT_REQUIRED, NOT_A_RATER, NOT_THIS_BROWSER, RatingError
 from .models import Campaign, PairLabel, Rater
 from .serializers import (
     CampaignSerializer,
@@ -82,6 +85,24 @@ class CampaignViewSet(
 
     queryset = Campaign.objects.all().order_by("-created")
     serializer_class = CampaignSerializer
+    permission_classes = [RolePermission]
+    action_perms = {
+        "pairs": ["ratings.add_pair"], "labels": ["ratings.view_pairlabel"],
+        "recompute": ["ratings.change_pairlabel"],
+        "export": lambda view: [
+            "ratings.view_judgment" if view.kwargs.get("what") == "judgments"
+            else "ratings.view_pairlabel"
+        ],
+    }
+
+    def finalize_response(self, request: Request, response: Any, *args: Any,
+                          **kwargs: Any) -> Any:
+        # An export's error (404, 403) is JSON whatever the client accepted: through the
+        # pass-through renderer it came out as the literal body "errors", type */*.
+        if self.action == "export" and isinstance(response, Response):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(request=PairBulkSerializer, responses={201: PairOutSerializer(many=True)})
     @action(detail=True, methods=["post"], url_path="pairs")
@@ -173,6 +194,9 @@ class RaterView(APIView):
             rater = session_rater(request, campaign)
         if rater is None:
             raise RatingError(NOT_A_RATER, "Open the study link first.", field="rater")
+        if not binding.rater_ok(request, rater):
+            raise RatingError(NOT_THIS_BROWSER, "This participant is bound to another browser.",
+                              field="rater")
         return rater.campaign, rater
 
 
@@ -264,6 +288,10 @@ def _with_hot_path(view_cls: type[RaterView], fast: Any) -> Any:
 
     @csrf_exempt
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        if request.method == "POST":
+            wait = _throttle(request, kwargs["slug"])
+            if wait:
+                return _throttled(wait)
         if request.method == "POST" and hotpath.available():
             response = fast(request, **kwargs)
             if response is not None:
@@ -276,16 +304,36 @@ def _with_hot_path(view_cls: type[RaterView], fast: Any) -> Any:
     return view
 
 
+def _throttle(request: HttpRequest, slug: str) -> int | None:
+    """Rate limits of next and submit, both paths, one cache round trip: per session
+    rater (no query: the session's id) and per client IP. The wait, or None."""
+    rater_hex = hotpath.session_rater_hex(request, slug, SESSION_KEY) or "none"
+    return throttle.hit([
+        ("act-rater", rater_hex, settings.RATE_LIMIT_ACTIONS_PER_RATER),
+        ("act-ip", throttle.client_ip(request), settings.RATE_LIMIT_ACTIONS_PER_IP),
+    ])
+
+
+def _throttled(wait: int) -> HttpResponse:
+    """429 as DRF's Throttled comes out of the exception handler, with Retry-After."""
+    response = hotpath.json_response({"errors": [{
+        "field": "non_field_errors", "code": "throttled",
+        "detail": f"Request was throttled. Expected available in {wait} seconds.",
+    }]}, 429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def _fast_next(request: HttpRequest, slug: str) -> HttpResponse | None:
     rater_hex = hotpath.session_rater_hex(request, slug, SESSION_KEY)
-    if rater_hex is None or not hotpath.csrf_ok(request):
+    if rater_hex is None or not binding.session_ok(request, slug) or not hotpath.csrf_ok(request):
         return None
     return hotpath.next_reply(slug, rater_hex)
 
 
 def _fast_submit(request: HttpRequest, slug: str, assignment: uuid.UUID) -> HttpResponse | None:
     rater_hex = hotpath.session_rater_hex(request, slug, SESSION_KEY)
-    if rater_hex is None:
+    if rater_hex is None or not binding.session_ok(request, slug):
         return None
     judgment = hotpath.parse_judgment(request)
     if judgment is None or not hotpath.csrf_ok(request):

@@ -19,6 +19,10 @@ def _completion_code() -> str:
     return secrets.token_hex(4).upper()
 
 
+def _link_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class Campaign(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "draft"
@@ -65,6 +69,18 @@ class Campaign(models.Model):
     completion_code = models.CharField(max_length=64, blank=True, default=_completion_code)
     completion_url = models.URLField(
         blank=True, default="", help_text="Where external raters are sent when done."
+    )
+    # Entry checks for external raters (ratings/README "Rater entry links").
+    external_study_id = models.CharField(
+        max_length=128, blank=True, default="",
+        help_text="When set, an entry link's STUDY_ID must equal it (Prolific).",
+    )
+    require_signed_links = models.BooleanField(
+        default=False, help_text="Refuse entry links without a valid sig (HMAC of slug and id)."
+    )
+    entry_link_secret = models.CharField(
+        max_length=128, blank=True, default=_link_secret,
+        help_text="Key of the entry links' HMAC signature; share it with the crowd platform only.",
     )
     krippendorff_alpha = models.FloatField(null=True, blank=True)
     labels_pending = models.BooleanField(
@@ -165,10 +181,17 @@ class Rater(models.Model):
     attention_count = models.PositiveIntegerField(default=0)
     attention_failed = models.PositiveIntegerField(default=0)
     too_fast_count = models.PositiveIntegerField(default=0)
+    # SHA-256 (hex) of the secret in the browser's binding cookie at first entry: only that
+    # browser may act as this external participant (ratings/binding.py).
+    binding_hash = models.CharField(max_length=64, blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(fields=["campaign", "binding_hash"], name="ratings_rater_binding_idx",
+                         condition=~Q(binding_hash="")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["campaign", "user"], name="ratings_rater_one_per_user",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import selectors
+from . import binding, selectors
 from .models import Campaign, Rater
 
 SESSION_KEY = "ratings_raters"
@@ -25,3 +25,5 @@ def remember_rater(request: Any, campaign: Campaign, rater: Rater) -> None:
     raters = dict(request.session.get(SESSION_KEY, {}))
     raters[campaign.slug] = rater.public_id.hex
     request.session[SESSION_KEY] = raters
+    # The hot path checks the binding cookie against this note ("": an unbound rater).
+    binding.remember(request, campaign.slug, rater.binding_hash)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import re
 import uuid
 
+from django.conf import settings
 from django.core import signing
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from models_app.faces.serving import private_file_response
 
-from . import selectors, services
-from .models import Campaign, Rater
+from . import binding, selectors, services, throttle
+from .errors import BLOCKED, NOT_THIS_BROWSER, RatingError
+from .models import Assignment, Campaign, Rater
 from .session import SESSION_KEY, remember_rater, session_rater
 
 # External crowds pass their ids as URL parameters; accept a conservative alphabet only.
@@ -45,9 +48,47 @@ def _page_rater(
         remember_rater(request, campaign, rater)
     if rater is None:
         return render(request, "ratings/no_access.html", {"campaign": campaign}, status=403)
+    if not binding.rater_ok(request, rater):
+        return _already_bound(request, campaign)
     if rater.blocked and not allow_blocked:
         return render(request, "ratings/blocked.html", {"campaign": campaign})
     return rater
+
+
+def _already_bound(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """The participant id is bound to another browser (no identity on this page)."""
+    return render(request, "ratings/already_bound.html", {"campaign": campaign}, status=403)
+
+
+def _entry_refused(request: HttpRequest, campaign: Campaign, reason: str,
+                   detail: str) -> HttpResponse:
+    return render(request, "ratings/entry_refused.html",
+                  {"campaign": campaign, "reason": reason, "detail": detail}, status=403)
+
+
+def _entry_check(request: HttpRequest, campaign: Campaign, source: str, external_id: str,
+                 meta: dict[str, str]) -> HttpResponse | None:
+    """The campaign's entry rules: its study id (and a session id with it) for Prolific
+    links, and the link's signature when the campaign requires one (or one is given)."""
+    if campaign.external_study_id and source == Rater.Source.PROLIFIC:
+        if request.GET.get("STUDY_ID", "") != campaign.external_study_id:
+            return _entry_refused(request, campaign, "study",
+                                  "This link belongs to a different study.")
+        if not meta.get("SESSION_ID"):
+            return _entry_refused(request, campaign, "session",
+                                  "This link has no study session.")
+    sig = request.GET.get("sig", "")
+    if (campaign.require_signed_links or sig) and not binding.link_ok(campaign, external_id, sig):
+        return _entry_refused(request, campaign, "signature",
+                              "This link's signature is missing or wrong.")
+    return None
+
+
+def rate_limited_page(request: HttpRequest, campaign: Campaign, wait: int) -> HttpResponse:
+    response = render(request, "ratings/rate_limited.html",
+                      {"campaign": campaign, "wait": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _external_identity(request: HttpRequest) -> tuple[str, str, dict[str, str]] | None:
@@ -67,17 +108,41 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
     campaign = _campaign(slug)
     if request.GET:
         identity = _external_identity(request)
+        new_token = None
         if identity is not None:
             source, external_id, meta = identity
             if request.GET.get("assignmentId") == "ASSIGNMENT_ID_NOT_AVAILABLE":
                 return render(request, "ratings/preview.html", {"campaign": campaign})
-            rater = services.get_or_create_rater(
-                campaign, source=source, external_id=external_id, meta=meta
-            )
+            wait = throttle.hit([("entry", throttle.client_ip(request),
+                                  settings.RATE_LIMIT_ENTRY_PER_IP)])
+            if wait:
+                return rate_limited_page(request, campaign, wait)
+            refused = _entry_check(request, campaign, source, external_id, meta)
+            if refused is not None:
+                return refused
+            token = binding.cookie_token(request)
+            if token is None:
+                token = new_token = binding.new_token()
+            bound_to = binding.token_hash(token)
+            try:
+                rater = services.get_or_create_rater(
+                    campaign, source=source, external_id=external_id, meta=meta,
+                    binding_hash=bound_to,
+                )
+            except RatingError as exc:
+                if exc.code == NOT_THIS_BROWSER:
+                    return _already_bound(request, campaign)
+                if exc.code == BLOCKED:
+                    return render(request, "ratings/blocked.html", {"campaign": campaign},
+                                  status=403)
+                raise
             request.session.cycle_key()
             remember_rater(request, campaign, rater)
         # Drop the participant ids from the address bar, history and any later Referer.
-        return redirect("ratings:rate", slug=campaign.slug)
+        response = redirect("ratings:rate", slug=campaign.slug)
+        if new_token is not None:
+            binding.set_cookie(response, new_token)
+        return response
     rater = _page_rater(request, campaign, create=True)
     if isinstance(rater, HttpResponse):
         return rater
@@ -132,13 +197,22 @@ def image(request: HttpRequest, token: str) -> FileResponse:
     if token_rater and token_rater in request.session.get(SESSION_KEY, {}).values():
         rater = Rater.objects.filter(public_id=uuid.UUID(token_rater)).first()
     face = selectors.image_for_token(token, rater)
-    if face is None:
+    if face is None or not _hold_live(token):
         raise Http404
     response = private_file_response(face, "chip" if face.chip else "image")
     # Cached only by this browser, briefly, so the preloaded next pair shows at once.
     response["Cache-Control"] = "private, max-age=120"
     response["Content-Disposition"] = 'inline; filename="face.png"'
     return response
+
+
+def _hold_live(token: str) -> bool:
+    """The token's hold has not expired. An expired hold stays ``issued`` until the reclaim
+    sweep closes it, and must not serve its image meanwhile."""
+    payload = signing.loads(token, salt=selectors.IMAGE_SALT)  # verified by image_for_token
+    return Assignment.objects.filter(
+        public_id=uuid.UUID(payload["a"]), expires__gt=timezone.now()
+    ).exists()
 
 
 def _token_rater(token: str) -> str | None:

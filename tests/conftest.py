@@ -36,6 +36,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_media_handler():
+    """Any live server (browser tests, the schema test) wraps the site in a MEDIA_URL file handler; MEDIA_URL is None here
+    (face files have no URL), which crashes that handler. It must never serve anyway."""
+    from django.test import testcases
+
+    original = testcases._MediaFilesHandler._should_handle
+    testcases._MediaFilesHandler._should_handle = lambda self, path: False
+    yield
+    testcases._MediaFilesHandler._should_handle = original
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Process-level caches start empty in every test, so no test sees another's state (a
@@ -59,9 +71,26 @@ def _private_media(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+def staff_user(django_user_model, username: str, role: str | None):
+    """A staff account in ``role`` (deidplatform.permissions; None: staff with no role).
+    The roles are ensured first: a transactional test's flush drops the migration's groups."""
+    from django.contrib.auth.models import Group
+
+    from deidplatform.permissions import ensure_roles
+
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    if role is not None:
+        ensure_roles()
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
 @pytest.fixture
 def staff_client(client, django_user_model):
-    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    """Staff in the operator role (is_staff alone opens nothing: issue 12)."""
+    from deidplatform.permissions import OPERATOR
+
+    user = staff_user(django_user_model, "operator", OPERATOR)
     client.force_login(user)
     client.user = user
     return client

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import FaceImage, Subject
+from .erasure import erase_images, erase_subject
+from .models import ErasureRecord, FaceImage, Subject
 
 
 class FaceImageInline(admin.TabularInline):
@@ -36,6 +37,14 @@ class SubjectAdmin(admin.ModelAdmin):
     def n_images(self, obj: Subject) -> int:
         return obj.images.count()
 
+    # Deleting in the admin is an erasure too: no residue, an audit record.
+    def delete_model(self, request, obj: Subject) -> None:
+        erase_subject(obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for subject in queryset:
+            erase_subject(subject, actor=request.user)
+
 
 @admin.register(FaceImage)
 class FaceImageAdmin(admin.ModelAdmin):
@@ -63,3 +72,27 @@ class FaceImageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # images come in through ingest (API, import_faces), never raw
+
+    def delete_model(self, request, obj: FaceImage) -> None:
+        erase_images([obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        erase_images(list(queryset), actor=request.user)
+
+
+@admin.register(ErasureRecord)
+class ErasureRecordAdmin(admin.ModelAdmin):
+    """The erasure audit: read-only (an audit trail nobody edits)."""
+
+    list_display = ("created", "kind", "actor_name", "counts", "subject_hash")
+    list_filter = ("kind",)
+    search_fields = ("subject_hash",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -16,6 +16,9 @@ CORRUPT_IMAGE = error_code("corrupt_image", 400)
 ANIMATED_IMAGE = error_code("animated_image", 400)
 TOO_MANY_PIXELS = error_code("too_many_pixels", 400)
 UNSUPPORTED_BIT_DEPTH = error_code("unsupported_bit_depth", 400)
+TOO_SMALL = error_code("too_small", 400)
 # A readable image without a usable face.
 NO_FACE = error_code("no_face", 422)
 SEVERAL_FACES = error_code("several_faces", 422)
+# The detector's bounded search ran out of time before every pass was tried.
+FACE_SEARCH_TOO_COSTLY = error_code("face_search_too_costly", 422)

@@ -71,3 +71,31 @@ class FaceImage(models.Model):
 
     def __str__(self) -> str:
         return f"FaceImage {self.id}"
+
+
+class ErasureRecord(models.Model):
+    """The audit trail of an erasure: who, when, what kind and how much was deleted.
+
+    It holds nothing about the person: no label, no image, no id in the clear, only a salted
+    hash of the erased subject's id (``faces.erasure.subject_hash``), so an operator who
+    still knows an id can show that it was erased."""
+
+    class Kind(models.TextChoices):
+        SUBJECT = "subject", "subject"
+        IMAGE = "image", "image"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    subject_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    actor = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+    counts = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"ErasureRecord {self.id} ({self.kind})"

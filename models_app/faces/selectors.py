@@ -11,16 +11,19 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from PIL import Image
 
 from deidplatform.errors import NOT_FOUND, AppError
+from deidplatform.permissions import has_perms
 from models_app.vision import faces
 
 from .models import FaceImage, Subject
 
 T = TypeVar("T", FaceImage, Subject)
+VIEW_FACEIMAGE = "models_app.view_faceimage"
 
 
 def can_view_face_image(user: AbstractBaseUser | AnonymousUser, image: FaceImage) -> bool:
-    """Staff may see every image. Raters see theirs through signed URLs (ratings app)."""
-    return bool(user.is_authenticated and user.is_active and user.is_staff)
+    """Staff holding ``view_faceimage`` (every role; superusers) may see every image; staff
+    alone may not. Raters see theirs through signed URLs (ratings app)."""
+    return has_perms(user, [VIEW_FACEIMAGE])
 
 
 def load_rgb_array(img: FaceImage) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from .models import FaceImage
+from .models import ErasureRecord, FaceImage, Subject
 
 
 class FaceImageSerializer(serializers.ModelSerializer):
@@ -32,3 +32,23 @@ class FaceImageUploadSerializer(serializers.Serializer):
     subject = serializers.CharField(
         required=False, max_length=200, help_text="Pseudonymous subject label (optional)."
     )
+
+
+class SubjectSerializer(serializers.ModelSerializer):
+    n_images = serializers.IntegerField(read_only=True, help_text="Stored images (sources).")
+
+    class Meta:
+        model = Subject
+        fields = ["id", "label", "source", "created", "n_images"]
+        read_only_fields = fields
+
+
+class ErasureRecordSerializer(serializers.ModelSerializer):
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Rows deleted or scrubbed, by kind."
+    )
+
+    class Meta:
+        model = ErasureRecord
+        fields = ["id", "kind", "subject_hash", "actor_name", "counts", "created"]
+        read_only_fields = fields

@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 
 from deidplatform.errors import AppError
 from models_app.vision import faces
 from models_app.vision.imagefile import ImageRejected, encode_png, load_rgb
-from ratings.models import Pair
 
 from . import errors
+from .erasure import erase_images
 from .models import FaceImage, Subject
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,8 @@ def ingest_image(
     data: bytes,
     *,
     subject: Subject | None = None,
+    subject_label: str | None = None,
+    subject_source: str = "",
     kind: str = FaceImage.Kind.SOURCE,
     parent: FaceImage | None = None,
     multi_face_policy: str | None = None,
@@ -53,7 +54,9 @@ def ingest_image(
     Either both the files and the row exist afterwards, or neither does. A file whose
     bytes were ingested before returns that image as a duplicate. ``allow_no_face`` keeps
     an image without a detectable face (de-identified outputs: the failure is a result, not
-    bad input), stored with status rejected and no chip.
+    bad input), stored with status rejected and no chip. ``subject_label`` names a subject
+    that is created (if new) only in the transaction that stores the image, so a rejected
+    file leaves no row at all.
     """
     digest = hashlib.sha256(data).hexdigest()
     existing = FaceImage.objects.filter(sha256=digest).first()
@@ -64,22 +67,32 @@ def ingest_image(
             data,
             max_bytes=settings.DEID_MAX_UPLOAD_BYTES,
             max_pixels=settings.DEID_MAX_IMAGE_PIXELS,
+            min_side=settings.DEID_MIN_IMAGE_SIDE,
         )
     except ImageRejected as exc:
         return IngestResult("rejected", code=exc.code, detail=exc.detail)
 
-    found = faces.detect_and_align(
-        img.rgb,
-        upsample_steps=settings.DEID_DETECT_UPSAMPLE,
-        cnn_fallback=settings.DEID_DETECT_CNN_FALLBACK,
-    )
+    try:
+        found = faces.detect_and_align(
+            img.rgb,
+            upsample_steps=settings.DEID_DETECT_UPSAMPLE,
+            cnn_fallback=settings.DEID_DETECT_CNN_FALLBACK,
+            max_pixels=settings.DEID_DETECT_MAX_PIXELS,
+            cnn_max_pixels=settings.DEID_DETECT_CNN_MAX_PIXELS,
+            time_budget_s=settings.DEID_DETECT_TIME_BUDGET_S,
+        )
+    except faces.FaceSearchTooCostly as exc:
+        if not allow_no_face:
+            return IngestResult("rejected", code=errors.FACE_SEARCH_TOO_COSTLY, detail=str(exc))
+        found = None
+    new_subject = (subject_label, subject_source) if subject is None and subject_label else None
     if found is None:
         if allow_no_face:
             image = FaceImage(
                 subject=subject, kind=kind, parent=parent, sha256=digest, width=img.width,
                 height=img.height, status=FaceImage.Status.REJECTED, reason="no_face", n_faces=0,
             )
-            return _store(image, encode_png(img.rgb), None, ["no face found"])
+            return _store(image, encode_png(img.rgb), None, ["no face found"], new_subject)
         return IngestResult("rejected", code=errors.NO_FACE, detail="No face was found in the image.")
     policy = multi_face_policy or settings.DEID_MULTI_FACE_POLICY
     notes: list[str] = []
@@ -105,11 +118,15 @@ def ingest_image(
         multi_face=found.n_faces > 1,
         reason="; ".join(notes),
     )
-    return _store(image, encode_png(img.rgb), encode_png(found.chip), notes)
+    return _store(image, encode_png(img.rgb), encode_png(found.chip), notes, new_subject)
 
 
 def _store(
-    image: FaceImage, file_png: bytes, chip_png: bytes | None, notes: list[str]
+    image: FaceImage,
+    file_png: bytes,
+    chip_png: bytes | None,
+    notes: list[str],
+    new_subject: tuple[str, str] | None = None,
 ) -> IngestResult:
     saved: list[str] = []
     try:
@@ -119,9 +136,14 @@ def _store(
             image.chip.save("chip.png", ContentFile(chip_png), save=False)
             saved.append(image.chip.name)
         with transaction.atomic():
+            if new_subject is not None:
+                # Created with the image or not at all (no orphan subject on a failure).
+                image.subject = get_or_create_subject(*new_subject)
             image.save(force_insert=True)
     except IntegrityError:
         _remove(image, saved)
+        if new_subject is not None:
+            image.subject = None
         # Another process stored the same bytes between our check and our insert.
         return IngestResult("duplicate", FaceImage.objects.get(sha256=image.sha256))
     except BaseException:
@@ -138,14 +160,12 @@ def _remove(image: FaceImage, names: list[str]) -> None:
             log.exception("could not remove %s", name)
 
 
-def delete_face_image(image: FaceImage) -> None:
+def delete_face_image(image: FaceImage, *, actor=None) -> None:
     """Delete the image, its de-identified outputs, every pair people judged them in (with
-    those judgments and labels) and every file (files go once the delete commits)."""
-    with transaction.atomic():
-        ids = [image.pk, *FaceImage.objects.filter(parent=image).values_list("pk", flat=True)]
-        # Pairs protect their images, so they go first; judgments and labels cascade.
-        Pair.objects.filter(Q(image_a_id__in=ids) | Q(image_b_id__in=ids)).delete()
-        image.delete()
+    those judgments and labels, raters' counters following), every file (once the delete
+    commits), its subject if left without images, and its id from training snapshots;
+    audited (``faces.erasure``)."""
+    erase_images([image], actor=actor)
 
 
 def ingest_upload(upload, *, subject_label: str | None = None, source: str = "api") -> IngestResult:
@@ -158,8 +178,8 @@ def ingest_upload(upload, *, subject_label: str | None = None, source: str = "ap
             errors.FILE_TOO_LARGE, f"The file is {upload.size} bytes; the limit is {limit}.",
             field="file", extra={"status": "rejected", "reason": errors.FILE_TOO_LARGE},
         )
-    subject = get_or_create_subject(subject_label, source=source) if subject_label else None
-    result = ingest_image(upload.read(), subject=subject)
+    # The subject is created only with a stored image: a rejected upload leaves no row.
+    result = ingest_image(upload.read(), subject_label=subject_label or None, subject_source=source)
     if result.outcome == "rejected":
         raise AppError(
             result.code, result.detail, field="file",

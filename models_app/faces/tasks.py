@@ -8,13 +8,14 @@ from celery import shared_task
 
 from deidplatform.celery import INGEST_FILE
 
-from .services import get_or_create_subject, ingest_image
+from .services import ingest_image
 
 
 @shared_task(name=INGEST_FILE)
 def ingest_file_task(data_b64: str, subject_label: str | None = None) -> dict:
-    subject = get_or_create_subject(subject_label, source="task") if subject_label else None
-    result = ingest_image(base64.b64decode(data_b64), subject=subject)
+    result = ingest_image(
+        base64.b64decode(data_b64), subject_label=subject_label or None, subject_source="task"
+    )
     return {
         "outcome": result.outcome,
         "id": str(result.image.id) if result.image else None,

@@ -10,11 +10,12 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deidplatform.permissions import RolePermission
 from models_app.faces.selectors import image_by_id, images_by_id, subjects_by_id
 from models_app.faces.services import ingest_upload
 
 from .models import DeidJob
-from .params import parse_params, validated_params
+from .params import parse_params
 from .selectors import campaign_by_id
 from .serializers import (
     DeidBatchCreateSerializer,
@@ -22,12 +23,14 @@ from .serializers import (
     DeidJobDetailSerializer,
     DeidJobSerializer,
 )
-from .services import cancel_job, create_batch, create_deid_job
+from .services import cancel_job, check_job_can_start, create_batch, create_deid_job
 
 
 class DeidJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = DeidJob.objects.select_related("proxy_version").order_by("-created")
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    permission_classes = [RolePermission]
+    action_perms = {"cancel": ["models_app.change_deidjob"], "batch": ["models_app.add_deidjob"]}
 
     def get_serializer_class(self):
         return DeidJobDetailSerializer if self.action == "retrieve" else DeidJobSerializer
@@ -45,8 +48,8 @@ class DeidJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         body.is_valid(raise_exception=True)
         data = body.validated_data
         params = parse_params(data.get("params"))
-        validated_params(params)  # refuse bad parameters before storing an upload
         campaign = campaign_by_id(data.get("campaign"))
+        check_job_can_start(params, campaign)  # before an upload is stored
         if data.get("image"):
             source = image_by_id(data["image"])
         else:

@@ -71,6 +71,12 @@ class DeidJob(models.Model):
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True, default="")
+    # Dispatch and liveness (the sweeper, models_app/tasks.py): when the task was handed to
+    # the broker (null: never, e.g. it was down), which attempt owns the job, and when that
+    # attempt last showed it is alive (every iteration).
+    dispatched = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

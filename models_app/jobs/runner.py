@@ -5,6 +5,11 @@ a checkpoint of the loop state, in one transaction. A worker killed mid-job leav
 ``running`` with its last checkpoint; the redelivered task (``acks_late``) resumes from it,
 so no recorded iteration is lost or duplicated. The output file and its row are created in
 one transaction with the job's completion, so a retry never makes a second output.
+
+Liveness: each attempt claims the job with a fresh ``claim`` and beats (``heartbeat``) at
+every iteration. A delivery that finds the job owned by a live attempt is dropped, so a
+re-sent or redelivered message never runs a job twice at once; an attempt that finds its
+claim gone (the sweeper re-queued it, or it was cancelled) stops at its next iteration.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from models_app.faces.models import FaceImage
@@ -37,16 +45,36 @@ TERMINAL = (
 )
 
 
-def _claim(job_id: str) -> DeidJob | None:
+def _claim(job_id: str, claim: uuid.UUID | None = None) -> DeidJob | None:
+    """Take the job for this attempt; None when it is terminal, or owned by another attempt
+    whose heartbeat is fresh (this delivery is a duplicate)."""
     with transaction.atomic():
         job = DeidJob.objects.select_for_update().select_related("source").get(pk=job_id)
         if job.status in TERMINAL:
             return None
+        now = timezone.now()
+        fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
+        if job.status == DeidJob.Status.RUNNING and job.heartbeat and job.heartbeat >= fresh:
+            log.info("job %s: owned by a live attempt, delivery dropped", job_id)
+            return None
+        if job.attempts >= settings.DEID_JOB_MAX_ATTEMPTS:
+            # Its worker died that often: most likely the job kills it (memory); stop there.
+            job.status, job.finished = DeidJob.Status.FAILED, now
+            job.error = f"gave up after {job.attempts} attempts (the worker died each time)"
+            job.save(update_fields=["status", "finished", "error"])
+            return None
         job.status = DeidJob.Status.RUNNING
         job.attempts += 1
-        job.started = job.started or timezone.now()
-        job.save(update_fields=["status", "attempts", "started"])
+        job.started = job.started or now
+        job.heartbeat = now
+        job.claim = claim or uuid.uuid4()
+        job.save(update_fields=["status", "attempts", "started", "heartbeat", "claim"])
     return job
+
+
+def _owned(job: DeidJob) -> models.QuerySet:
+    """The job, as long as this attempt still owns it and it was not cancelled."""
+    return DeidJob.objects.filter(pk=job.pk, claim=job.claim, status=DeidJob.Status.RUNNING)
 
 
 def _load_state(job: DeidJob):
@@ -89,8 +117,50 @@ def _record(job: DeidJob, rec, checkpoint) -> None:
         job.save(update_fields=fields)
 
 
-def _cancelled(job: DeidJob) -> bool:
-    return DeidJob.objects.filter(pk=job.pk, status=DeidJob.Status.CANCELLED).exists()
+def _must_stop(job: DeidJob) -> bool:
+    """Beat; True (stop) once the job was cancelled or another attempt took it over."""
+    return not _owned(job).update(heartbeat=timezone.now())
+
+
+def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: float) -> DeidJob:
+    """Store the output and complete the job in one transaction (idempotent: a job already
+    finished, or taken over by another attempt, is returned untouched)."""
+    claim = job.claim
+    with transaction.atomic():
+        job = DeidJob.objects.select_for_update().get(pk=job.pk)
+        if job.status in TERMINAL or job.claim != claim:  # finished, or not ours any more
+            return job
+        ingest = ingest_image(
+            data, subject=src.subject, kind=FaceImage.Kind.OUTPUT, parent=src,
+            allow_no_face=True,
+        )
+        twin = DeidJob.objects.filter(output=ingest.image).exclude(pk=job.pk).first()
+        success = result.stop_reason == "success" and final.detected and final.score_b >= cfg.tau_b
+        # Byte-identical to another job's output (same source, parameters and seed): the
+        # file is stored once, as that job's output; this job points at it in its detail.
+        job.output = None if twin is not None else ingest.image
+        job.stop_reason = result.stop_reason
+        job.status = DeidJob.Status.SUCCEEDED if success else DeidJob.Status.FINISHED
+        job.final_score_a = result.score_a
+        job.final_score_b = final.score_b
+        job.current_score_a = result.score_a
+        job.current_proxy = job.proxy_version
+        job.final_detail = {
+            "best_iteration": result.best_iteration, "iterations": result.iterations,
+            "loop_score_b": result.score_b, "detected_in_saved_file": final.detected,
+            "saved_file_score_b": final.score_b,
+            "saved_file_per_cfru": final.score.to_dict() if final.score is not None else None,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "output_sha256": hashlib.sha256(data).hexdigest(),
+            **({"same_output_as_job": str(twin.pk)} if twin is not None else {}),
+        }
+        job.finished = timezone.now()
+        job.save()
+        if job.checkpoint:
+            job.checkpoint.storage.delete(job.checkpoint.name)
+            DeidJob.objects.filter(pk=job.pk).update(checkpoint="")
+        send_output_to_campaign(job)
+    return job
 
 
 def execute_deid_job(job_id: str) -> dict[str, Any]:
@@ -118,50 +188,29 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         result = run_deid(
             source, proxy, cfg, resume=resume,
             on_iteration=lambda rec, cp: _record(job, rec, cp),
-            should_stop=lambda: _cancelled(job),
+            should_stop=lambda: _must_stop(job),
         )
     except Exception as exc:
-        DeidJob.objects.filter(pk=job.pk).update(
+        _owned(job).update(
             status=DeidJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
             finished=timezone.now(),
         )
         raise
-    if result.stop_reason == "cancelled":
-        DeidJob.objects.filter(pk=job.pk).update(finished=timezone.now())
-        return {"job": str(job.pk), "status": "cancelled"}
-
-    out_rgb = result.photo if result.photo is not None else result.context
-    data = encode_png(out_rgb)
-    final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
-    with transaction.atomic():
-        job = DeidJob.objects.select_for_update().get(pk=job.pk)
-        if job.status in TERMINAL:  # another delivery finished first
-            return {"job": str(job.pk), "status": job.status}
-        ingest = ingest_image(
-            data, subject=src.subject, kind=FaceImage.Kind.OUTPUT, parent=src,
-            allow_no_face=True,
+    if result.stop_reason == "cancelled":  # cancelled, or another attempt took over
+        DeidJob.objects.filter(pk=job.pk, status=DeidJob.Status.CANCELLED).update(
+            finished=timezone.now()
         )
-        success = result.stop_reason == "success" and final.detected and final.score_b >= cfg.tau_b
-        job.output = ingest.image
-        job.stop_reason = result.stop_reason
-        job.status = DeidJob.Status.SUCCEEDED if success else DeidJob.Status.FINISHED
-        job.final_score_a = result.score_a
-        job.final_score_b = final.score_b
-        job.current_score_a = result.score_a
-        job.current_proxy = job.proxy_version
-        job.final_detail = {
-            "best_iteration": result.best_iteration, "iterations": result.iterations,
-            "loop_score_b": result.score_b, "detected_in_saved_file": final.detected,
-            "saved_file_score_b": final.score_b,
-            "saved_file_per_cfru": final.score.to_dict() if final.score is not None else None,
-            "seconds": round(time.perf_counter() - t0, 3),
-            "output_sha256": hashlib.sha256(data).hexdigest(),
-        }
-        job.finished = timezone.now()
-        job.save()
-        if job.checkpoint:
-            job.checkpoint.storage.delete(job.checkpoint.name)
-            DeidJob.objects.filter(pk=job.pk).update(checkpoint="")
-        send_output_to_campaign(job)
+        status = DeidJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        return {"job": str(job.pk), "status": status}
+
+    try:
+        data = encode_png(result.photo if result.photo is not None else result.context)
+        final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
+        job = _finish(job, result, data, final, cfg, src, t0)
+    except Exception as exc:
+        # Not left ``running``: the sweeper would re-queue it forever.
+        _owned(job).update(status=DeidJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+                           finished=timezone.now())
+        raise
     return {"job": str(job.pk), "status": job.status, "stop_reason": job.stop_reason,
             "score_a": job.final_score_a, "score_b": job.final_score_b}

@@ -6,12 +6,17 @@ The loop itself runs in ``jobs.runner.execute_deid_job`` on a ``gpu`` worker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit
+from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit, require_broker, send_now
 from deidplatform.errors import AppError
 from models_app.faces.models import FaceImage, Subject
 from models_app.training.models import ModelKind, ModelVersion
@@ -22,6 +27,8 @@ from ratings.services import create_pairs
 from . import errors
 from .models import DeidBatch, DeidJob
 from .params import validated_params
+
+log = logging.getLogger(__name__)
 
 
 def _check_source(source: FaceImage) -> None:
@@ -54,6 +61,15 @@ def _check_campaign(campaign: Campaign | None) -> None:
         )
 
 
+def check_job_can_start(params: dict[str, Any] | None, campaign: Campaign | None) -> None:
+    """Every refusal that does not depend on the source image, so that a job upload is
+    refused before its photo is stored (nothing is left behind by a refused request)."""
+    validated_params(params)
+    _check_campaign(campaign)
+    _promoted_proxy()
+    require_broker()
+
+
 def create_deid_job(
     source: FaceImage,
     params: dict[str, Any] | None = None,
@@ -67,6 +83,7 @@ def create_deid_job(
     _check_campaign(campaign)
     clean = validated_params(params)
     proxy = _promoted_proxy()
+    require_broker()  # 503 before storing anything while work cannot be queued
     with transaction.atomic():
         job = DeidJob.objects.create(
             source=source, params=clean, proxy_version=proxy, campaign=campaign, batch=batch,
@@ -77,7 +94,10 @@ def create_deid_job(
 
 
 def _enqueue(job: DeidJob) -> None:
-    enqueue_on_commit(RUN_DEID_JOB, str(job.id))
+    def sent() -> None:
+        DeidJob.objects.filter(pk=job.pk).update(dispatched=timezone.now())
+
+    enqueue_on_commit(RUN_DEID_JOB, str(job.id), on_sent=sent)
 
 
 def create_batch(
@@ -104,6 +124,7 @@ def create_batch(
         )
     for img in sources.values():
         _check_source(img)
+    require_broker()
     with transaction.atomic():
         batch = DeidBatch.objects.create(
             params=clean, created_by=user if user is not None and user.is_authenticated else None
@@ -131,6 +152,42 @@ def cancel_job(job: DeidJob) -> DeidJob:
         job.stop_reason = "cancelled"
         job.save(update_fields=["status", "stop_reason"])
     return job
+
+
+def _silent_since(t) -> Q:
+    """No sign of life since ``t``: the last heartbeat, else the start, else the creation."""
+    return (
+        Q(heartbeat__lt=t) | Q(heartbeat__isnull=True, started__lt=t)
+        | Q(heartbeat__isnull=True, started__isnull=True, created__lt=t)
+    )
+
+
+def sweep_jobs(now=None) -> dict[str, int]:
+    """Re-send queued jobs the broker never took (or lost), and re-queue running jobs whose
+    heartbeat is stale (their worker died): the next attempt resumes from the checkpoint; a
+    duplicate delivery is refused by the claim (``runner._claim``)."""
+    now = now or timezone.now()
+    unsent = Q(dispatched__isnull=True,
+               created__lt=now - timedelta(seconds=settings.DEID_DISPATCH_GRACE_S))
+    lost = Q(dispatched__lt=now - timedelta(seconds=settings.DEID_REDISPATCH_S))
+    queued = list(
+        DeidJob.objects.filter(unsent | lost, status=DeidJob.Status.QUEUED)
+        .values_list("pk", flat=True)
+    )
+    stale = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
+    silent = DeidJob.objects.filter(_silent_since(stale), status=DeidJob.Status.RUNNING)
+    dead = []
+    for pk in silent.values_list("pk", flat=True):
+        # Conditional: a job that beat (or finished) since the read above is left alone.
+        if silent.filter(pk=pk).update(status=DeidJob.Status.QUEUED, claim=None):
+            log.warning("job %s: heartbeat stale, re-queued", pk)
+            dead.append(pk)
+    sent = 0
+    for pk in [*queued, *dead]:
+        if send_now(RUN_DEID_JOB, str(pk)):
+            DeidJob.objects.filter(pk=pk).update(dispatched=timezone.now())
+            sent += 1
+    return {"jobs_resent": len(queued), "jobs_requeued": len(dead), "jobs_sent": sent}
 
 
 def send_output_to_campaign(job: DeidJob) -> None:

@@ -10,6 +10,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deidplatform.permissions import RolePermission
+
 from . import registry
 from .models import ModelKind, ModelVersion, TrainingRun
 from .serializers import (
@@ -18,7 +20,7 @@ from .serializers import (
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
-from .services import request_training_run
+from .services import cancel_training_run, request_training_run
 
 
 class TrainingRunViewSet(
@@ -27,6 +29,8 @@ class TrainingRunViewSet(
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created")
     serializer_class = TrainingRunSerializer
     parser_classes = [JSONParser]
+    permission_classes = [RolePermission]
+    action_perms = {"cancel": ["models_app.change_trainingrun"]}
 
     @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer})
     def create(self, request: Request) -> Response:
@@ -35,6 +39,13 @@ class TrainingRunViewSet(
         run = request_training_run(config=body.validated_data["config"])
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=None, responses={200: TrainingRunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        """Cancel a queued or running run (a running one stops after its epoch)."""
+        run = cancel_training_run(self.get_object())
+        return Response(TrainingRunSerializer(run).data)
+
 
 class ModelVersionViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
@@ -42,6 +53,9 @@ class ModelVersionViewSet(
     queryset = ModelVersion.objects.select_related("parent").order_by("kind", "-number")
     serializer_class = ModelVersionSerializer
     parser_classes = [JSONParser]
+    permission_classes = [RolePermission]
+    _change = ["models_app.change_modelversion"]
+    action_perms = {"promote": _change, "rollback": _change}
 
     @extend_schema(request=PromoteSerializer, responses={200: ModelVersionSerializer})
     @action(detail=True, methods=["post"])

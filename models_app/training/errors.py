@@ -10,3 +10,4 @@ NOTHING_PROMOTED = error_code("nothing_promoted", 409)
 NO_PREVIOUS = error_code("no_previous", 409)
 # A stored weights file that does not match its checksum: the server's data, not the request.
 CORRUPT_MODEL = error_code("corrupt_model", 500)
+NOT_CANCELLABLE = error_code("not_cancellable", 409)

@@ -27,6 +27,7 @@ class TrainingRun(models.Model):
         RUNNING = "running", "running"
         SUCCEEDED = "succeeded", "succeeded"
         FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
 
     class Trigger(models.TextChoices):
         MANUAL = "manual", "manual"
@@ -49,12 +50,19 @@ class TrainingRun(models.Model):
     error = models.TextField(blank=True, default="")
     labels_used = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True, default="")
+    # Dispatch and liveness (the sweeper, models_app/tasks.py): when the task was handed to
+    # the broker (null: never, e.g. it was down), which attempt owns the run, and when that
+    # attempt last showed it is alive (every epoch).
+    dispatched = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created"]
+        indexes = [models.Index(fields=["status"], name="trainingrun_status")]
 
     def __str__(self) -> str:
         return f"TrainingRun {self.id} ({self.status})"

@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
-from django.db import transaction
+from django.conf import settings
+from django.db import models, transaction
 from django.utils import timezone
 
 from deidplatform.errors import AppError
@@ -28,31 +31,45 @@ from .services import RUN_DEFAULTS
 log = logging.getLogger(__name__)
 
 
-def mark_running(run_id: str) -> TrainingRun | None:
-    """Claim a queued run for this worker; None when it is not runnable any more."""
+def mark_running(run_id: str, claim: uuid.UUID | None = None) -> TrainingRun | None:
+    """Claim a queued run for this attempt; None when it is not runnable any more, or when
+    another attempt owns it and is alive (a duplicate delivery: a re-sent message, or one the
+    broker redelivered after its visibility timeout)."""
+    claim = claim or uuid.uuid4()
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
             return None
+        now = timezone.now()
+        fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
+        if run.status == TrainingRun.Status.RUNNING and run.heartbeat and run.heartbeat >= fresh:
+            log.info("training run %s: owned by a live attempt, delivery dropped", run_id)
+            return None
         run.status = TrainingRun.Status.RUNNING
-        run.started = timezone.now()
+        run.started = now
+        run.heartbeat = now
+        run.claim = claim
         run.history = []
-        run.save(update_fields=["status", "started", "history"])
+        run.save(update_fields=["status", "started", "heartbeat", "claim", "history"])
     return run
 
 
+def _owned(run: TrainingRun) -> models.QuerySet:
+    """The run, as long as this attempt still owns it and it was not cancelled."""
+    return TrainingRun.objects.filter(pk=run.pk, claim=run.claim, status=TrainingRun.Status.RUNNING)
+
+
 def fail_run(run: TrainingRun, error: str) -> None:
-    run.status = TrainingRun.Status.FAILED
-    run.error = error
-    run.finished = timezone.now()
-    run.save(update_fields=["status", "error", "finished"])
+    _owned(run).update(
+        status=TrainingRun.Status.FAILED, error=error, finished=timezone.now()
+    )
 
 
 def _history_saver(run: TrainingRun):
     def on_epoch(record: dict) -> bool:
+        """Store the epoch and beat; False (stop) once the run was cancelled or taken over."""
         run.history = [*run.history, json_safe(record)]  # jsonb has no NaN
-        TrainingRun.objects.filter(pk=run.pk).update(history=run.history)
-        return True
+        return bool(_owned(run).update(history=run.history, heartbeat=timezone.now()))
 
     return on_epoch
 
@@ -88,6 +105,7 @@ def execute_training_run(run_id: str) -> dict:
     run = mark_running(run_id)
     if run is None:
         return {"run": run_id, "skipped": True}
+    claim = run.claim
     cfg = {**RUN_DEFAULTS, **run.config}
     try:
         data = training_data(
@@ -104,8 +122,11 @@ def execute_training_run(run_id: str) -> dict:
             init = copy.deepcopy(incumbent_model).requires_grad_(True)
         model_config = init.config if init is not None else ProxyConfig()
         encoder = init if init is not None else HumanProxy(model_config)
+        _owned(run).update(heartbeat=timezone.now())  # the data is read: beat before encoding
         keys, ctx = contexts(data.images.values())
         bank = encoder.encode_images(ctx, keys)
+        if not _owned(run).update(heartbeat=timezone.now()):
+            return {"run": str(run.pk), "skipped": True}  # cancelled or taken over meanwhile
         split = fixed_split(data.pairs, seed=int(cfg["seed"]))
         result = train_proxy(
             bank, data.pairs, train_cfg, split=split, init=init, model_config=model_config,
@@ -118,6 +139,10 @@ def execute_training_run(run_id: str) -> dict:
     except Exception as exc:
         fail_run(run, f"{type(exc).__name__}: {exc}")
         raise
+    if result.stop_reason == "cancelled":  # cancelled, or another attempt took over
+        status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+        return {"run": str(run.pk), "status": status, "stop_reason": "cancelled"}
+    _owned(run).update(heartbeat=timezone.now())  # the gate evaluates: one more beat
 
     # The gate: candidate and incumbent on the same held-out (test-subject) pairs: the human
     # labels when they hold both answers (AUC needs both), else with the held-out natural
@@ -149,7 +174,10 @@ def execute_training_run(run_id: str) -> dict:
         "incumbent_on_held_out": inc_metrics,
     }
     with transaction.atomic():
-        run.refresh_from_db()
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != TrainingRun.Status.RUNNING or run.claim != claim:
+            # Cancelled during the gate, or a later attempt owns it: register nothing.
+            return {"run": str(run.pk), "status": run.status, "skipped": True}
         version = registry.register_version(
             kind=ModelKind.HUMAN_PROXY, weights=proxy_to_bytes(result.model),
             config={"proxy": result.model.config.to_dict(), "train": result.config,

@@ -2,18 +2,23 @@
 
 Flow: ``request_training_run`` stores a queued ``TrainingRun`` and sends the
 ``train_proxy`` task to the gpu queue on commit; the worker runs
-``training.runner.execute_training_run``.
+``training.runner.execute_training_run``. A send that failed (broker down) leaves
+``dispatched`` null; ``sweep_runs`` (every minute) sends it again, and re-queues a running run
+whose worker stopped beating.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from deidplatform.celery import TRAIN_PROXY, enqueue_on_commit
+from deidplatform.celery import TRAIN_PROXY, enqueue_on_commit, require_broker, send_now
 from deidplatform.errors import AppError
 
 from . import errors, selectors
@@ -36,7 +41,9 @@ RUN_DEFAULTS: dict[str, Any] = {
 def request_training_run(
     *, trigger: str = TrainingRun.Trigger.MANUAL, config: dict[str, Any] | None = None
 ) -> TrainingRun:
-    """Queue one run; refuses a second while one is queued or running."""
+    """Queue one run; refuses a second while one is queued or running, and refuses (503)
+    while the broker is unreachable, before storing anything."""
+    require_broker()
     with transaction.atomic():
         busy = (
             TrainingRun.objects.select_for_update()
@@ -51,8 +58,68 @@ def request_training_run(
         run = TrainingRun.objects.create(
             kind=ModelKind.HUMAN_PROXY, trigger=trigger, config=dict(config or {})
         )
-        enqueue_on_commit(TRAIN_PROXY, str(run.id))
+        _enqueue(run)
     return run
+
+
+def _enqueue(run: TrainingRun) -> None:
+    def sent() -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(dispatched=timezone.now())
+
+    enqueue_on_commit(TRAIN_PROXY, str(run.id), on_sent=sent)
+
+
+def cancel_training_run(run: TrainingRun) -> TrainingRun:
+    """Cancel a queued or running run. A running one stops after its current epoch (the
+    runner checks at every epoch) and registers no version; either way it no longer blocks
+    a new run."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in TrainingRun.ACTIVE:
+            raise AppError(
+                errors.NOT_CANCELLABLE, f"The run is {run.status}; only active runs cancel.",
+                field="status",
+            )
+        run.status = TrainingRun.Status.CANCELLED
+        run.stop_reason = "cancelled"
+        run.finished = timezone.now()
+        run.save(update_fields=["status", "stop_reason", "finished"])
+    return run
+
+
+def _silent_since(t) -> Q:
+    """No sign of life since ``t``: the last heartbeat, else the start, else the creation."""
+    return (
+        Q(heartbeat__lt=t) | Q(heartbeat__isnull=True, started__lt=t)
+        | Q(heartbeat__isnull=True, started__isnull=True, created__lt=t)
+    )
+
+
+def sweep_runs(now=None) -> dict[str, int]:
+    """Re-send queued runs the broker never took (or lost), and re-queue running runs whose
+    heartbeat is stale (their worker died): the next attempt claims the run and starts over;
+    a duplicate delivery is refused by the claim (``runner.mark_running``)."""
+    now = now or timezone.now()
+    unsent = Q(dispatched__isnull=True, created__lt=now - timedelta(seconds=settings.DEID_DISPATCH_GRACE_S))
+    lost = Q(dispatched__lt=now - timedelta(seconds=settings.DEID_REDISPATCH_S))
+    stale = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
+    queued = list(
+        TrainingRun.objects.filter(unsent | lost, status=TrainingRun.Status.QUEUED)
+        .values_list("pk", flat=True)
+    )
+    silent = TrainingRun.objects.filter(_silent_since(stale), status=TrainingRun.Status.RUNNING)
+    dead = []
+    for pk in silent.values_list("pk", flat=True):
+        # Conditional: a run that beat (or finished) since the read above is left alone.
+        if silent.filter(pk=pk).update(status=TrainingRun.Status.QUEUED, claim=None):
+            log.warning("training run %s: heartbeat stale, re-queued", pk)
+            dead.append(pk)
+    sent = 0
+    for pk in [*queued, *dead]:
+        if send_now(TRAIN_PROXY, str(pk)):
+            TrainingRun.objects.filter(pk=pk).update(dispatched=timezone.now())
+            sent += 1
+    return {"runs_resent": len(queued), "runs_requeued": len(dead), "runs_sent": sent}
 
 
 def maybe_retrain(*, scheduled: bool = False) -> TrainingRun | None:

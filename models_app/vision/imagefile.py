@@ -15,6 +15,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+# dlib's HOG window is 80 px; at upsample 1 the smallest face it can find is 40 px wide.
+# Smaller images cannot hold a detectable face (and 1-8 px ones crash dlib's CNN).
+DEFAULT_MIN_SIDE = 40
 
 # Truncated files must fail, never load half an image silently.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -48,6 +51,7 @@ def load_rgb(
     data: bytes,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
 ) -> NormalisedImage:
     """Validate an uploaded file and return its pixels as RGB with EXIF orientation applied.
 
@@ -64,9 +68,15 @@ def load_rgb(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             probe = Image.open(io.BytesIO(data))
-            probe.verify()
         except (UnidentifiedImageError, SyntaxError) as exc:
             raise ImageRejected("not_an_image", "The file is not an image we can read.") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected("too_many_pixels", "The image has too many pixels.") from exc
+        except Exception as exc:  # PIL raises many types for corrupt headers
+            raise ImageRejected("corrupt_image", f"The image is corrupt: {exc}") from exc
+        try:
+            # A recognised format whose data fails its checks (a bad PNG CRC) is corrupt.
+            probe.verify()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageRejected("too_many_pixels", "The image has too many pixels.") from exc
         except Exception as exc:  # PIL raises many types for corrupt data
@@ -79,6 +89,11 @@ def load_rgb(
             raise ImageRejected(
                 "too_many_pixels",
                 f"The image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}.",
+            )
+        if min(w, h) < min_side:
+            raise ImageRejected(
+                "too_small",
+                f"The image is {w}x{h} pixels; each side must be at least {min_side}.",
             )
         if getattr(img, "n_frames", 1) > 1:
             raise ImageRejected("animated_image", "Animated images are not accepted.")

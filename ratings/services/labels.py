@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from deidplatform.celery import UPDATE_CAMPAIGN_LABELS, enqueue_on_commit
+from deidplatform.celery import UPDATE_CAMPAIGN_LABELS, enqueue_on_commit, send_now
 
 from .. import aggregation, selectors
 from ..models import Campaign, Judgment, PairLabel, Rater
@@ -27,6 +30,20 @@ def mark_labels_pending(campaign_id: int) -> None:
     """
     if Campaign.objects.filter(pk=campaign_id, labels_pending=False).update(labels_pending=True):
         queue_label_update(campaign_id)
+
+
+def requeue_stuck_label_updates(now=None) -> int:
+    """Re-send the label update of campaigns left ``labels_pending`` (its send failed, or
+    the message was lost) with no update for ``DEID_LABELS_STALE_S``. A duplicate of an
+    update still in the queue only recomputes once more (idempotent)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.DEID_LABELS_STALE_S)
+    stuck = list(
+        Campaign.objects.filter(labels_pending=True)
+        .annotate(last=Coalesce("labels_updated", "created")).filter(last__lt=cutoff)
+        .values_list("pk", flat=True)
+    )
+    return sum(send_now(UPDATE_CAMPAIGN_LABELS, pk) for pk in stuck)
 
 
 def recompute_labels(

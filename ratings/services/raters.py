@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -13,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import locking
-from ..errors import NO_IDENTITY, RatingError
+from ..errors import BLOCKED, NO_IDENTITY, NOT_THIS_BROWSER, RatingError
 from ..models import Assignment, Campaign, Pair, Rater
 from .assignment import expire_holds, give_back_slots
 from .labels import mark_labels_pending
@@ -28,12 +29,22 @@ def get_or_create_rater(
     source: str = Rater.Source.LOCAL,
     external_id: str = "",
     meta: Mapping[str, str] | None = None,
+    binding_hash: str = "",
 ) -> Rater:
-    """Create or resume the rater for a user or an external participant id."""
+    """Create or resume the rater for a user or an external participant id.
+
+    ``binding_hash`` (external participants, ratings/binding.py): a new rater is bound to
+    it, an unbound one is bound now; a rater bound to another browser is refused
+    (``not_this_browser``), and so is a fresh identity from a browser bound to a blocked
+    rater of this campaign (``blocked``)."""
     if user is None and not external_id:
         raise RatingError(
             NO_IDENTITY, "A user or an external participant id is needed.", field="rater"
         )
+    if user is None and binding_hash and Rater.objects.filter(
+        campaign=campaign, binding_hash=binding_hash, blocked=True
+    ).exclude(source=source, external_id=external_id).exists():
+        raise RatingError(BLOCKED, "This browser's participant was blocked.", field="rater")
     lookup: dict[str, Any] = (
         {"user": user} if user is not None else {"source": source, "external_id": external_id}
     )
@@ -43,6 +54,7 @@ def get_or_create_rater(
                 rater, created = Rater.objects.get_or_create(
                     campaign=campaign, **lookup,
                     defaults={"external_meta": dict(meta or {}),
+                              "binding_hash": binding_hash if user is None else "",
                               "source": source if user is None else Rater.Source.LOCAL,
                               # No qualification asked: qualified from the start, so the
                               # first "next" already takes the hot path.
@@ -52,7 +64,14 @@ def get_or_create_rater(
         except IntegrityError:
             continue
     else:  # pragma: no cover - two races in a row
-        rater = Rater.objects.get(campaign=campaign, **lookup)
+        rater, created = Rater.objects.get(campaign=campaign, **lookup), False
+    if user is None and binding_hash and not created:
+        if not rater.binding_hash:  # first entry since binding exists: this browser claims it
+            Rater.objects.filter(pk=rater.pk, binding_hash="").update(binding_hash=binding_hash)
+            rater.refresh_from_db(fields=["binding_hash"])
+        if not hmac.compare_digest(rater.binding_hash, binding_hash):
+            raise RatingError(NOT_THIS_BROWSER, "This participant id is in use in another browser.",
+                              field="rater")
     if not created and meta and any(rater.external_meta.get(k) != v for k, v in meta.items()):
         Rater.objects.filter(pk=rater.pk).update(external_meta={**rater.external_meta, **meta})
     return rater

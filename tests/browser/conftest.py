@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from tests.ratings.limits import fresh_rate_limits  # noqa: F401
 from tests.ratings.paths import (  # noqa: F401 - both rating paths here too
     pytest_configure,
     pytest_generate_tests,
@@ -20,18 +21,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
 # between page actions are still plain synchronous code.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _no_media_handler():
-    """The live server wraps the site in a MEDIA_URL file handler; MEDIA_URL is None here
-    (face files have no URL), which crashes that handler. It must never serve anyway."""
-    from django.test import testcases
-
-    original = testcases._MediaFilesHandler._should_handle
-    testcases._MediaFilesHandler._should_handle = lambda self, path: False
-    yield
-    testcases._MediaFilesHandler._should_handle = original
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from django.test import Client
 from ratings.models import Campaign, Rater
 
 from .factories import add_pairs, make_campaign, make_images
+from .limits import fresh_rate_limits  # noqa: F401
 from .paths import pytest_configure, pytest_generate_tests, rating_path  # noqa: F401
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -9,7 +10,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from models_app.faces.services import get_or_create_subject, ingest_image
+from models_app.faces.models import Subject
+from models_app.faces.services import ingest_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -38,22 +42,36 @@ class Command(BaseCommand):
         source = source or directory.name
         counts: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
-        subjects: dict[str, object] = {}
+        subjects: dict[str, Subject] = {}
         started = time.perf_counter()
         bar = tqdm(files, unit="img", disable=no_progress, file=self.stderr._out)
         for path in bar:
             label = path.parent.name
-            subject = subjects.get(label)
-            if subject is None:
-                subject = subjects[label] = get_or_create_subject(label, source=source)
-            result = ingest_image(path.read_bytes(), subject=subject)
-            counts[result.outcome] += 1
-            if result.outcome == "rejected":
-                reasons[result.code] += 1
+            code = ""
+            try:
+                # The subject is created with its first stored image, never for a folder
+                # whose files are all rejected.
+                result = ingest_image(
+                    path.read_bytes(), subject=subjects.get(label), subject_label=label,
+                    subject_source=source,
+                )
+            except Exception as exc:  # one bad file (a dlib error, a read error) never aborts
+                log.exception("import of %s failed", path)
+                code = f"error ({type(exc).__name__})"
+            else:
+                if result.outcome == "rejected":
+                    code = result.code
+                else:
+                    counts[result.outcome] += 1
+                    if result.outcome == "imported" and result.image.subject is not None:
+                        subjects.setdefault(label, result.image.subject)
+            if code:
+                counts["rejected"] += 1
+                reasons[code] += 1
         elapsed = time.perf_counter() - started
         self.stdout.write(
             f"Imported {counts['imported']}, duplicates {counts['duplicate']}, "
-            f"rejected {counts['rejected']} of {len(files)} files from {len(subjects)} subjects "
+            f"rejected {counts['rejected']} of {len(files)} files from {len({p.parent.name for p in files})} subjects "
             f"in {elapsed:.1f} s ({len(files) / max(elapsed, 1e-9):.1f} images/s)."
         )
         for code, n in sorted(reasons.items()):

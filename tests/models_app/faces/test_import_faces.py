@@ -78,3 +78,35 @@ def test_cli_exit_code_for_missing_folder(tmp_path):
     )
     assert proc.returncode != 0
     assert "Folder not found" in proc.stderr
+
+
+def test_one_bad_file_never_aborts_the_import(tree, monkeypatch):
+    """A tiny file is skipped as too_small; a detector error on one file is counted under
+    its type and the import goes on (issue 12, defect 4). A folder whose files are all
+    refused gets no subject."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from models_app.vision import faces
+
+    for side in (1, 8):
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side)).save(buf, format="PNG")
+        (tree / "Nobody" / f"tiny{side}.png").write_bytes(buf.getvalue())
+    crashing = (tree / "Aaron_Peirsol").iterdir().__next__().read_bytes()
+    real = faces.detect_and_align
+
+    def flaky(rgb, *a, **k):
+        if rgb.tobytes() == np.asarray(Image.open(io.BytesIO(crashing)).convert("RGB")).tobytes():
+            raise RuntimeError("dlib: Filter windows must be small enough to fit")
+        return real(rgb, *a, **k)
+
+    monkeypatch.setattr(faces, "detect_and_align", flaky)
+    out = _run(str(tree), "--source", "lfw")
+    assert "rejected, too_small: 2" in out
+    assert "rejected, error (RuntimeError): 1" in out
+    assert "rejected, no_face: 1" in out and "rejected, not_an_image: 1" in out
+    assert not Subject.objects.filter(label="Nobody").exists()
+    assert FaceImage.objects.filter(subject__label="Abdullah_Gul").exists()

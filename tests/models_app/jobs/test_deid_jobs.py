@@ -3,7 +3,10 @@ parameters, the trajectory, the output, its pair, cancel, resume after a killed 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 
 from models_app.faces.services import get_or_create_subject, ingest_image
 from models_app.jobs import rescoring, runner
@@ -159,6 +162,15 @@ def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
     assert list(job.iterations.values_list("index", flat=True)) == [0, 1, 2]
 
     monkeypatch.setattr(runner, "_record", real)
+    # Redelivered while the dead attempt's heartbeat is still fresh: it could be alive
+    # elsewhere, so the delivery is dropped (no second concurrent run).
+    assert runner.execute_deid_job(str(job.pk))["skipped"] is True
+    job.refresh_from_db()
+    assert job.attempts == 1 and job.heartbeat is not None
+    # Once the heartbeat is stale, the next delivery takes over and resumes.
+    DeidJob.objects.filter(pk=job.pk).update(
+        heartbeat=job.heartbeat - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S + 1)
+    )
     out = runner.execute_deid_job(str(job.pk))  # the redelivered task
     job.refresh_from_db()
     assert out["status"] in ("succeeded", "finished") and job.attempts == 2
@@ -181,3 +193,44 @@ def test_promotion_rescores_finished_outputs(source, proxy):
     job.refresh_from_db()
     assert out["rescored"] == 1 and job.current_proxy_id == v2.pk
     assert 0.0 <= job.current_score_a <= 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_jobs_with_the_same_output_both_finish(source, proxy):
+    """Same source, parameters and seed: byte-identical outputs. The second used to hit the
+    output's unique constraint and stay ``running`` (re-queued by the sweeper forever)."""
+    a, b = (DeidJob.objects.create(source=source, params=FAST, proxy_version=proxy)
+            for _ in range(2))
+    runner.execute_deid_job(str(a.pk))
+    out = runner.execute_deid_job(str(b.pk))
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert out["status"] == b.status and b.status in ("succeeded", "finished"), b.error
+    assert a.output_id is not None and b.output_id is None
+    assert b.final_detail["same_output_as_job"] == str(a.pk)
+    assert FaceImage.objects.filter(kind="output").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_that_keeps_killing_its_worker_fails_for_good(source, proxy, settings):
+    job = DeidJob.objects.create(source=source, params=FAST, proxy_version=proxy,
+                                 status="running", attempts=settings.DEID_JOB_MAX_ATTEMPTS)
+    assert runner.execute_deid_job(str(job.pk))["skipped"] is True
+    job.refresh_from_db()
+    assert job.status == "failed" and "attempts" in job.error
+
+
+@pytest.mark.django_db
+def test_a_refused_job_upload_stores_nothing(staff_client, face_jpeg):
+    """No promoted proxy: the upload is refused before its photo or subject is stored."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from models_app.models import Subject
+
+    r = staff_client.post(
+        "/api/deid-jobs/",
+        {"file": SimpleUploadedFile("x.jpg", face_jpeg), "subject": "new-subject"},
+        format="multipart",
+    )
+    assert r.status_code == 409 and r.json()["errors"][0]["code"] == "no_promoted_proxy"
+    assert not FaceImage.objects.exists() and not Subject.objects.exists()
