@@ -254,3 +254,36 @@ def test_basic_auth_locks_out_after_failures(operator):
     r = client.get("/api/ratings/campaigns/", **basic("right-pass-123"))
     assert r.status_code == 429 and int(r["Retry-After"]) > 0
     assert r.json()["errors"][0]["code"] == "locked_out"
+
+
+def test_no_identity_reaches_a_rater_in_any_byte(rater_client, lfw_dir):
+    """Real photos ingested under a subject's name and from a named file: the rater's page,
+    the next-pair JSON, the image URLs, the response headers and the image bytes themselves
+    (no metadata chunk) carry no name, filename, id or checksum."""
+    from models_app.faces.services import ingest_image
+    from models_app.models import FaceImage
+
+    labels = ("Aaron_Peirsol", "Abdullah_Gul")
+    images: list[FaceImage] = []
+    for label in labels:
+        for path in sorted((lfw_dir / label).glob("*.jpg"))[:2]:
+            images.append(ingest_image(path.read_bytes(), subject_label=label).image)
+    campaign = make_campaign(judgments_per_pair=1)
+    add_pairs(campaign, 2, images=images)
+    client = rater_client(campaign, "IDENT1")
+    seen: list[bytes] = [client.get(f"/rate/{campaign.slug}/").content]
+    r = next_(client, campaign)
+    seen.append(r.content)
+    for a in r.json()["assignments"]:
+        for key in ("left_url", "right_url"):
+            img = client.get(a[key])
+            assert img.status_code == 200
+            seen.append(b"".join(img.streaming_content))
+            seen.append(str(dict(img.headers)).encode())
+    secrets = {label.encode() for label in labels} | {b"Aaron", b"Gul"}
+    for image in images:
+        secrets |= {str(image.pk).encode(), image.pk.hex.encode(), image.sha256.encode(),
+                    str(image.subject_id).encode(), image.file.name.encode()}
+    for blob in seen:
+        for secret in secrets:
+            assert secret not in blob, secret
