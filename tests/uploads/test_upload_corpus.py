@@ -103,11 +103,11 @@ def proxy(db, django_capture_on_commit_callbacks):
 
 
 @pytest.mark.parametrize("case", _params("jobs"))
-def test_job_upload_route_answers_alike(operator, faces, settings, case: UploadClass, request):
+def test_job_upload_route_answers_alike(operator, faces, settings, case: UploadClass, proxy):
+    """With a promoted proxy (without one, a job upload is refused before the file is read:
+    tests/models_app/jobs), the file's own refusal, as on the images route."""
     from models_app.jobs.models import DeidJob
 
-    if case.code is None:
-        request.getfixturevalue("proxy")
     for key, value in case.settings.items():
         setattr(settings, key, value)
     label = f"corpus-{uuid.uuid4().hex[:8]}"
