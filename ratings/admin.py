@@ -14,8 +14,8 @@ from .tasks import update_campaign_labels_task
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "status", "judgments_per_pair", "krippendorff_alpha",
-                    "labels_updated", "created"]
-    list_filter = ["status"]
+                    "labels_updated", "allows_simulation", "labels_include_simulated", "created"]
+    list_filter = ["status", "allows_simulation"]
     search_fields = ["name", "slug"]
     readonly_fields = ["krippendorff_alpha", "labels_updated", "labels_pending", "created",
                        "updated"]
@@ -38,10 +38,10 @@ class PairAdmin(admin.ModelAdmin):
 
 @admin.register(Rater)
 class RaterAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "campaign", "source", "qualified", "blocked", "blocked_reason",
-                    "judgments_count", "gold_correct", "gold_count", "attention_failed",
-                    "too_fast_count", "reliability"]
-    list_filter = ["campaign", "source", "qualified", "blocked"]
+    list_display = ["public_id", "campaign", "source", "simulated", "qualified", "blocked",
+                    "blocked_reason", "judgments_count", "gold_correct", "gold_count",
+                    "attention_failed", "too_fast_count", "reliability"]
+    list_filter = ["campaign", "source", "simulated", "qualified", "blocked"]
     search_fields = ["public_id", "external_id"]
     readonly_fields = [f.name for f in Rater._meta.fields if f.name not in ("qualified",)]
     actions = ["block", "unblock"]
@@ -72,10 +72,16 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "campaign", "rater", "pair", "same", "confidence", "response_ms",
-                    "correct", "too_fast", "created"]
-    list_filter = ["campaign", "too_fast", "correct"]
+    list_display = ["id", "campaign", "rater", "simulated", "pair", "same", "confidence",
+                    "response_ms", "correct", "too_fast", "created"]
+    list_filter = ["campaign", ("rater__simulated", admin.BooleanFieldListFilter), "too_fast",
+                   "correct"]
+    list_select_related = ["rater"]
     raw_id_fields = ["assignment", "rater", "pair", "left_image"]
+
+    @admin.display(boolean=True, description="simulated", ordering="rater__simulated")
+    def simulated(self, obj: Judgment) -> bool:
+        return obj.rater.simulated
 
     def has_change_permission(self, request: HttpRequest, obj: Judgment | None = None) -> bool:
         return False

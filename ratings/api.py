@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -43,6 +43,7 @@ from .serializers import (
     QueuedSerializer,
     RecomputeSerializer,
 )
+from .services.gold import add_gold_pairs
 from .session import SESSION_KEY, session_rater
 from .tasks import update_campaign_labels_task
 
@@ -77,6 +78,16 @@ def _stream(rows: Iterator[dict[str, Any]], fields: list[str], fmt: str) -> Iter
     yield buf.getvalue()
 
 
+class GoldPairsSerializer(serializers.Serializer):
+    n_same = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    n_different = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, default=0)
+    images = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=10_000,
+        help_text="Source image ids (default: the sources of the campaign's deid pairs).",
+    )
+
+
 class CampaignViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
     mixins.UpdateModelMixin, viewsets.GenericViewSet,
@@ -87,7 +98,8 @@ class CampaignViewSet(
     serializer_class = CampaignSerializer
     permission_classes = [RolePermission]
     action_perms = {
-        "pairs": ["ratings.add_pair"], "labels": ["ratings.view_pairlabel"],
+        "pairs": ["ratings.add_pair"], "gold_pairs": ["ratings.add_pair"],
+        "labels": ["ratings.view_pairlabel"],
         "recompute": ["ratings.change_pairlabel"],
         "export": lambda view: [
             "ratings.view_judgment" if view.kwargs.get("what") == "judgments"
@@ -112,6 +124,20 @@ class CampaignViewSet(
         body = PairBulkSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         pairs = services.create_pairs(campaign, body.validated_data["pairs"])
+        return Response(PairOutSerializer(pairs, many=True).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=GoldPairsSerializer, responses={201: PairOutSerializer(many=True)})
+    @action(detail=True, methods=["post"], url_path="gold-pairs")
+    def gold_pairs(self, request: Request, pk: str | None = None) -> Response:
+        """Add known-answer pairs: a source against a jittered copy (gold_same), two subjects
+        (gold_different); from ``images`` or else the campaign's deid sources."""
+        campaign = self.get_object()
+        body = GoldPairsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        pairs = add_gold_pairs(
+            campaign, d.get("images") or None, n_same=d["n_same"], n_different=d["n_different"], seed=d["seed"]
+        )
         return Response(PairOutSerializer(pairs, many=True).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: PairLabelSerializer(many=True)})

@@ -23,6 +23,11 @@ def _link_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# External ids of simulated raters (ratings/simulation) start with this; real crowd ids
+# (Prolific: 24 hex digits, MTurk: upper-case alphanumerics) never contain a hyphen.
+SIMULATED_ID_PREFIX = "SIM-"
+
+
 class Campaign(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "draft"
@@ -81,6 +86,16 @@ class Campaign(models.Model):
     entry_link_secret = models.CharField(
         max_length=128, blank=True, default=_link_secret,
         help_text="Key of the entry links' HMAC signature; share it with the crowd platform only.",
+    )
+    # Dry runs with a simulated crowd (ratings/simulation). Off by default: only then may an
+    # entry id with SIMULATED_ID_PREFIX become a simulated rater, and only labels_include_
+    # simulated lets such judgments into the labels.
+    allows_simulation = models.BooleanField(
+        default=False,
+        help_text=f"Entry ids starting with {SIMULATED_ID_PREFIX!r} become simulated raters.",
+    )
+    labels_include_simulated = models.BooleanField(
+        default=False, help_text="Labels count simulated raters' judgments too (dry runs)."
     )
     krippendorff_alpha = models.FloatField(null=True, blank=True)
     labels_pending = models.BooleanField(
@@ -184,6 +199,9 @@ class Rater(models.Model):
     # SHA-256 (hex) of the secret in the browser's binding cookie at first entry: only that
     # browser may act as this external participant (ratings/binding.py).
     binding_hash = models.CharField(max_length=64, blank=True, default="")
+    # Set by the server at creation (save below), never from a request field: a simulated
+    # crowd's rater, whose judgments stay out of labels unless the campaign asks otherwise.
+    simulated = models.BooleanField(default=False, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -209,6 +227,16 @@ class Rater(models.Model):
 
     def __str__(self) -> str:
         return f"Rater {self.public_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Decided once, at creation, by the server: an external id with the simulation prefix
+        # in a campaign that allows simulation. A person cannot make their judgments count
+        # as someone else's this way; at worst a SIM- id excludes its own from the labels.
+        if self._state.adding and not self.simulated and self.user_id is None:
+            self.simulated = self.external_id.startswith(SIMULATED_ID_PREFIX) and (
+                Campaign.objects.filter(pk=self.campaign_id, allows_simulation=True).exists()
+            )
+        super().save(*args, **kwargs)
 
     @property
     def gold_accuracy(self) -> float | None:

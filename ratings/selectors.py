@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet, Value
 
 from models_app.models import FaceImage
 
@@ -32,12 +32,20 @@ def qualification_target(campaign: Campaign) -> int:
     return min(campaign.qualification_size, n_gold)
 
 
+def label_judgments(campaign_id: int) -> QuerySet[Judgment]:
+    """The judgments labels count: raters in good standing (blocked raters' judgments are
+    kept but never reach a label), and people only, unless the campaign's
+    ``labels_include_simulated`` asks for its simulated crowd's too (a dry run)."""
+    qs = Judgment.objects.filter(campaign_id=campaign_id, rater__blocked=False)
+    if not Campaign.objects.filter(pk=campaign_id, labels_include_simulated=True).exists():
+        qs = qs.filter(rater__simulated=False)
+    return qs
+
+
 def judgment_triples(campaign_id: int) -> list[tuple[int, int, bool]]:
-    """(rater, pair, same) of raters in good standing: blocked raters' judgments are kept
-    in the database but never reach a label."""
+    """(rater, pair, same) of the judgments labels count (:func:`label_judgments`)."""
     return list(
-        Judgment.objects.filter(campaign_id=campaign_id, rater__blocked=False)
-        .order_by("pk").values_list("rater_id", "pair_id", "same")
+        label_judgments(campaign_id).order_by("pk").values_list("rater_id", "pair_id", "same")
     )
 
 
@@ -148,10 +156,11 @@ def image_for_token(token: str, rater: Rater | None) -> FaceImage | None:
 
 JUDGMENT_FIELDS = [
     "judgment", "pair", "pair_kind", "rater", "rater_blocked", "same", "confidence",
-    "response_ms", "left_image", "correct", "too_fast", "created",
+    "response_ms", "left_image", "correct", "too_fast", "created", "simulated",
 ]
+# ``simulated``: the label counts judgments of a simulated crowd (labels_include_simulated).
 LABEL_FIELDS = ["pair", "pair_kind", "image_a", "image_b", "deid_job", "score_a", "same",
-                "n_judgments", "method", "updated"]
+                "n_judgments", "method", "updated", "simulated"]
 
 
 def _plain(value: Any) -> Any:
@@ -167,18 +176,24 @@ def iter_judgment_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
     qs: QuerySet = Judgment.objects.filter(campaign_id=campaign_id).order_by("pk").values_list(
         "pk", "pair_id", "pair__kind", "rater__public_id", "rater__blocked", "same",
         "confidence", "response_ms", "left_image_id", "correct", "too_fast", "created",
+        "rater__simulated",
     )
     for row in qs.iterator(chunk_size=EXPORT_CHUNK):
         yield dict(zip(JUDGMENT_FIELDS, (_plain(v) for v in row), strict=True))
 
 
 def iter_label_rows(campaign_id: int) -> Iterator[dict[str, Any]]:
-    """Every PairLabel of the campaign, as export rows."""
+    """Every PairLabel of the campaign, as export rows. ``simulated``: judgments of the
+    simulated crowd count in this label (as the campaign's switch stands now)."""
+    include_sim = Campaign.objects.filter(pk=campaign_id, labels_include_simulated=True).exists()
+    simulated = Exists(Judgment.objects.filter(
+        pair_id=OuterRef("pair_id"), rater__simulated=True, rater__blocked=False
+    )) if include_sim else Value(False)
     qs: QuerySet = PairLabel.objects.filter(pair__campaign_id=campaign_id).order_by(
         "pair_id"
-    ).values_list(
+    ).annotate(simulated=simulated).values_list(
         "pair_id", "pair__kind", "pair__image_a_id", "pair__image_b_id", "pair__deid_job_id",
-        "score_a", "same", "n_judgments", "method", "updated",
+        "score_a", "same", "n_judgments", "method", "updated", "simulated",
     )
     for row in qs.iterator(chunk_size=EXPORT_CHUNK):
         yield dict(zip(LABEL_FIELDS, (_plain(v) for v in row), strict=True))

@@ -41,11 +41,18 @@ def _blank_png() -> bytes:
 
 
 @pytest.mark.django_db
-def test_an_upload_without_a_face_answers_alike_on_both_upload_routes(staff_client):
-    """The same rejection (no face) through the images API and through a job upload."""
+def test_an_upload_without_a_face_answers_alike_on_both_upload_routes(
+    staff_client, django_capture_on_commit_callbacks
+):
+    """The same rejection (no face) through the images API and through a job upload (with a
+    promoted proxy: without one, the job route refuses before reading the file)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from models_app.models import FaceImage
+    from tests.models_app.fixtures import promote_untrained_proxy
+
+    with django_capture_on_commit_callbacks():
+        promote_untrained_proxy()
 
     r1 = staff_client.post(
         "/api/images/", {"file": SimpleUploadedFile("x.png", _blank_png())}, format="multipart"

@@ -32,7 +32,7 @@ from .loop import (
     run_deid,
     run_deid_batch,
 )
-from .state import DeidResult, DeidSource, DeidState, IterationRecord, prepare_source
+from .state import DeidResult, DeidSource, DeidState, IterationRecord, Rung, prepare_source
 
 __all__ = [
     "STOP_CANCELLED",
@@ -47,6 +47,7 @@ __all__ = [
     "DeidState",
     "FinalScore",
     "IterationRecord",
+    "Rung",
     "prepare_source",
     "run_deid",
     "run_deid_batch",

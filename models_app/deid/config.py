@@ -21,6 +21,10 @@ from .loss import LossWeights
 from .params import PARAMETERISATIONS, StyleRanges
 
 MODES = ("restart", "evolve")
+# Score-A thresholds at which the loop hands out the iterate (a job's ladder of strengths,
+# so that people judge pairs on both sides of the same/different boundary).
+DEFAULT_LADDER = (0.8, 0.6, 0.4)
+MAX_LADDER_RUNGS = 10
 
 # In the loop, score-B comes from the torch port of dlib's network: the same weights as the
 # reference runtime (within ~1e-6), and its Θ0 is already computed by the loss pass, so
@@ -54,6 +58,9 @@ class DeidConfig:
     # photo, detect and align afresh, score-B by the dlib runtime and score-A by the proxy
     # on the fresh crop; both must pass (only for sources that come with their photo).
     confirm_saved: bool = True
+    # The first iterate (k >= 1) whose score-A falls below each threshold is handed out
+    # (``on_rung``); () turns the ladder off. Never changes the trajectory.
+    ladder: tuple[float, ...] = DEFAULT_LADDER
 
     def validate(self) -> None:
         def need(ok: bool, name: str, msg: str) -> None:
@@ -106,6 +113,17 @@ class DeidConfig:
             f"with {ens.aggregation!r}, tau_b must be >= {want} so that score-B >= tau_b means "
             "every CFRU matches at its calibrated threshold",
         )
+        lad = self.ladder
+        need(
+            isinstance(lad, list | tuple)
+            and len(lad) <= MAX_LADDER_RUNGS
+            and all(isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1
+                    for t in lad)
+            and len(set(lad)) == len(lad),
+            "ladder",
+            f"must be a list of at most {MAX_LADDER_RUNGS} distinct score-A thresholds in "
+            f"(0, 1), e.g. {list(DEFAULT_LADDER)}; [] turns it off",
+        )
         self.loss.validate()
         e = self.eot
         need(e.samples >= 1 and e.confirm_samples >= 0, "eot", "samples must be >= 1")
@@ -126,6 +144,7 @@ class DeidConfig:
         d["style_ranges"] = dict(self.style_ranges)
         d["loss"] = self.loss.to_dict()
         d["eot"] = self.eot.to_dict()
+        d["ladder"] = list(self.ladder)
         return d
 
     @classmethod
@@ -143,4 +162,6 @@ class DeidConfig:
                 d["eot"] = EOTConfig.from_dict(d["eot"])
         except TypeError as exc:
             raise DeidConfigError("loss" if "Loss" in str(exc) else "eot", str(exc)) from None
+        if isinstance(d.get("ladder"), list):
+            d["ladder"] = tuple(d["ladder"])
         return cls(**d)

@@ -29,6 +29,12 @@ image every iteration; ``evolve`` makes each iteration's output the next iterati
 (parameters reset to the identity after each round, Adam moments kept).
 
 The returned image is the best record (lowest g; the success record when there is one).
+
+Ladder (``DeidConfig.ladder``): the first iterate (k >= 1) whose score-A falls below each
+threshold is handed to ``on_rung`` (and listed in the result), as its context crop and, for
+sources with their photo, composited into the photo: what people judge then spans the
+boundary, not only the final output. It only reads the images, so the trajectory is the
+same with or without a ladder.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from .eot import eot_chips, eot_contexts, straight_round, to_uint8
 from .loss import LossTerms, deid_loss
 from .params import Parameterisation, StyleRanges, build_parameterisation
 from .score_a import ScoreAProxy
-from .state import DeidResult, DeidSource, DeidState, IterationRecord
+from .state import DeidResult, DeidSource, DeidState, IterationRecord, Rung
 
 STOP_SUCCESS = "success"
 STOP_CONVERGED = "converged"
@@ -126,6 +132,7 @@ def run_deid_batch(
     config: DeidConfig | None = None,
     *,
     on_iteration: Callable[[IterationRecord, Callable[[], DeidState]], None] | None = None,
+    on_rung: Callable[[Rung], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: DeidState | None = None,
     device: torch.device | str | None = None,
@@ -137,6 +144,9 @@ def run_deid_batch(
     the :class:`DeidState` as of that record (call it only when you mean to persist: it copies
     tensors). Resuming from a checkpoint re-runs nothing already recorded. ``should_stop`` is
     polled once per iteration (cancel). Faces that stop leave the batch; the rest go on.
+    ``on_rung(rung)`` is called for each ladder rung just before ``on_iteration`` of the
+    record that crossed it (so both can be stored together); a resumed run does not hand out
+    a rung crossed before its checkpoint.
     ``network`` replaces the differentiable CFRU (default: the dlib ResNet port; anything with
     its ``features(chips) -> (Θ0, taps)``), e.g. a small stand-in in tests.
     """
@@ -184,6 +194,7 @@ def run_deid_batch(
         best = [dict(b) for b in resume.best]
         best_images = resume.best_images.clone()
         done = list(resume.done)
+        crossed = [set(c) for c in resume.crossed] or [set() for _ in range(n)]
         start = resume.iteration
     else:
         theta = param.init_params(n, device).requires_grad_(True)
@@ -193,11 +204,14 @@ def run_deid_batch(
         best = [dict(b) for b in best]
         best_images = src_ctx.round().to(torch.uint8).cpu()
         done = [None] * n
+        crossed = [set() for _ in range(n)]
         start = 0
     opt = torch.optim.Adam([theta], lr=cfg.learning_rate())
     if resume is not None:
         opt.load_state_dict(resume.optimizer)
     records: list[list[IterationRecord]] = [[] for _ in range(n)]
+    ladders: list[list[Rung]] = [[] for _ in range(n)]
+    thresholds = sorted((float(t) for t in cfg.ladder), reverse=True)
     samples = cfg.eot.samples
     last_seconds = [0.0]
     it = start
@@ -272,6 +286,7 @@ def run_deid_batch(
                 done=list(done),
                 rng=gen.get_state(),
                 config=cfg.to_dict(),
+                crossed=[sorted(c, reverse=True) for c in crossed],
             )
 
         return make
@@ -285,7 +300,7 @@ def run_deid_batch(
         out, chips, emb, p_same, terms = forward(idx)
         scores = scorer.score(idx, samples, chips, emb)
         step_rows: list[int] = []
-        pending: list[tuple[int, IterationRecord]] = []
+        pending: list[tuple[int, IterationRecord, list[Rung]]] = []
         cancelled = bool(should_stop and should_stop())
         for j, i in enumerate(idx):
             a = float(p_same[j])
@@ -331,7 +346,8 @@ def run_deid_batch(
                 done[i] = STOP_CANCELLED
             else:
                 step_rows.append(j)
-            pending.append((i, rec))
+            rungs = _rungs(rec, out[j], sources[i], thresholds, crossed[i]) if it > 0 else []
+            pending.append((i, rec, rungs))
         if step_rows:
             keep = torch.tensor(step_rows, device=terms.total.device)
             terms.total.index_select(0, keep).sum().backward()
@@ -352,8 +368,12 @@ def run_deid_batch(
                     theta[active] = 0.0
             it += 1
         last_seconds[0] = time.perf_counter() - t0
-        for i, rec in pending:
+        for i, rec, rungs in pending:
             records[i].append(rec)
+            ladders[i].extend(rungs)
+            if on_rung is not None:
+                for rung in rungs:
+                    on_rung(rung)
             if on_iteration is not None:
                 on_iteration(rec, checkpoint_fn(it))
 
@@ -377,6 +397,7 @@ def run_deid_batch(
                 photo=photo,
                 records=records[i],
                 seconds=total,
+                ladder=ladders[i],
             )
         )
     return results
@@ -390,6 +411,30 @@ def run_deid(
 ) -> DeidResult:
     """One face; see :func:`run_deid_batch` for the keyword arguments."""
     return run_deid_batch([source], proxy, config, **kwargs)[0]
+
+
+def _rungs(
+    rec: IterationRecord,
+    out: torch.Tensor,
+    source: DeidSource,
+    thresholds: list[float],
+    crossed: set[float],
+) -> list[Rung]:
+    """The rungs this record crosses for the first time (marked crossed); reads ``out``."""
+    new = [t for t in thresholds if t not in crossed and rec.score_a < t]
+    if not new:
+        return []
+    crossed.update(new)
+    ctx = out.detach().round().to(torch.uint8).cpu().permute(1, 2, 0).numpy().copy()
+    photo = None
+    if source.photo is not None and source.box is not None and source.landmarks is not None:
+        photo = composite(source.photo, ctx, source.box, source.landmarks,
+                          context_src=source.context)
+    return [
+        Rung(face=rec.face, threshold=t, iteration=rec.iteration, score_a=rec.score_a,
+             score_b=rec.score_b, context=ctx, photo=photo)
+        for t in new
+    ]
 
 
 @torch.no_grad()

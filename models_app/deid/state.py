@@ -5,7 +5,7 @@ the state to resume a batch from (:class:`DeidState`)."""
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,20 @@ class IterationRecord:
 
 
 @dataclass
+class Rung:
+    """One rung of a job's ladder: the first iterate (k >= 1) whose score-A fell below
+    ``threshold``. Several thresholds crossed by one iterate are several rungs, one image."""
+
+    face: int
+    threshold: float
+    iteration: int
+    score_a: float
+    score_b: float  # the record's ensemble score-B (mean over its EOT samples)
+    context: np.ndarray  # (300,300,3) uint8, the iterate's context crop
+    photo: np.ndarray | None  # the iterate composited into the photo (if given)
+
+
+@dataclass
 class DeidResult:
     face: int
     stop_reason: str
@@ -88,6 +102,7 @@ class DeidResult:
     photo: np.ndarray | None  # the full photo with the output composited back (if given)
     records: list[IterationRecord]
     seconds: float  # wall time of the run (shared by the batch)
+    ladder: list[Rung] = field(default_factory=list)  # rungs crossed in this run (not before a resume)
 
 
 @dataclass
@@ -109,6 +124,9 @@ class DeidState:
     done: list[str | None]  # stop reason per face, None while running
     rng: torch.Tensor  # EOT generator state
     config: dict[str, Any]
+    # Per face, the ladder thresholds already crossed (so a resumed run does not hand out a
+    # rung twice). Absent from older checkpoints: then nothing counts as crossed.
+    crossed: list[list[float]] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

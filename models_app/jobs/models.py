@@ -62,6 +62,9 @@ class DeidJob(models.Model):
     final_score_a = models.FloatField(null=True, blank=True)
     final_score_b = models.FloatField(null=True, blank=True)
     final_detail = models.JSONField(default=dict, blank=True)
+    # The ladder: per threshold crossed, {threshold, iteration, score_a, score_b, image}
+    # (image: the stored FaceImage id of that iterate, an output whose parent is the source).
+    ladder = models.JSONField(default=list, blank=True)
     # Re-scored whenever another human proxy is promoted (the loop's own score stays above).
     current_score_a = models.FloatField(null=True, blank=True)
     current_proxy = models.ForeignKey(

@@ -3,7 +3,10 @@
 Reliability: every iteration is recorded (idempotently, by ``(job, index)``) together with
 a checkpoint of the loop state, in one transaction. A worker killed mid-job leaves a job in
 ``running`` with its last checkpoint; the redelivered task (``acks_late``) resumes from it,
-so no recorded iteration is lost or duplicated. The output file and its row are created in
+so no recorded iteration is lost or duplicated. The ladder's rungs (``DeidConfig.ladder``)
+are stored in the transaction of the iteration that crossed them, so a resumed job neither
+loses nor repeats one (the loop's checkpoint remembers what was crossed; the job's
+``ladder`` is checked too). The output file and its row are created in
 one transaction with the job's completion, so a retry never makes a second output.
 
 Liveness: each attempt claims the job with a fresh ``claim`` and beats (``heartbeat``) at
@@ -90,8 +93,9 @@ def _load_state(job: DeidJob):
         return None
 
 
-def _record(job: DeidJob, rec, checkpoint) -> None:
-    """One iteration row and the checkpoint after it, committed together."""
+def _record(job: DeidJob, rec, checkpoint, rungs=()) -> None:
+    """One iteration row, the rungs it crossed and the checkpoint after it, committed
+    together."""
     state = checkpoint().to_bytes() if rec.iteration > 0 else None
     with transaction.atomic():
         DeidIteration.objects.update_or_create(
@@ -106,6 +110,8 @@ def _record(job: DeidJob, rec, checkpoint) -> None:
             },
         )
         fields = ["iterations_done"]
+        if rungs and _store_rungs(job, rungs):
+            fields.append("ladder")
         job.iterations_done = max(job.iterations_done, rec.iteration)
         if state is not None:
             old = job.checkpoint.name if job.checkpoint else None
@@ -115,6 +121,34 @@ def _record(job: DeidJob, rec, checkpoint) -> None:
             job.checkpoint.save("state", ContentFile(state), save=False)
             fields.append("checkpoint")
         job.save(update_fields=fields)
+
+
+def _store_rungs(job: DeidJob, rungs) -> bool:
+    """Store each rung not yet on the job as an output image of the source (one file per
+    iterate: thresholds crossed together share it) and list it on the job."""
+    have = {r["threshold"] for r in job.ladder}
+    src = job.source
+    added = False
+    for rung in rungs:
+        if rung.threshold in have:
+            continue
+        data = encode_png(rung.photo if rung.photo is not None else rung.context)
+        ingest = ingest_image(
+            data, subject=src.subject, kind=FaceImage.Kind.OUTPUT, parent=src,
+            allow_no_face=True,
+        )
+        if ingest.image is None:  # refused as a file (e.g. size limits): no rung, no pair
+            log.warning("job %s: rung %s not stored: %s", job.pk, rung.threshold, ingest.detail)
+            continue
+        job.ladder = sorted(
+            [*job.ladder, {"threshold": rung.threshold, "iteration": rung.iteration,
+                           "score_a": rung.score_a, "score_b": rung.score_b,
+                           "image": str(ingest.image.pk)}],
+            key=lambda r: -r["threshold"],
+        )
+        have.add(rung.threshold)
+        added = True
+    return added
 
 
 def _must_stop(job: DeidJob) -> bool:
@@ -184,10 +218,19 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
             # No usable checkpoint: restart cleanly, dropping the partial trajectory.
             DeidIteration.objects.filter(job=job).delete()
             job.iterations_done = 0
+            job.ladder = []  # the rungs are found again (same images: stored once)
+            DeidJob.objects.filter(pk=job.pk).update(ladder=[])
         t0 = time.perf_counter()
+        rungs: list = []  # handed out just before the record that crossed them
+
+        def record(rec, cp) -> None:
+            mine = [r for r in rungs if r.iteration == rec.iteration]
+            rungs.clear()
+            _record(job, rec, cp, mine)
+
         result = run_deid(
-            source, proxy, cfg, resume=resume,
-            on_iteration=lambda rec, cp: _record(job, rec, cp),
+            source, proxy, cfg, resume=resume, on_rung=rungs.append,
+            on_iteration=record,
             should_stop=lambda: _must_stop(job),
         )
     except Exception as exc:

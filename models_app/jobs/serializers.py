@@ -26,7 +26,7 @@ class DeidJobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "status", "source", "output", "batch", "campaign", "proxy_version", "params",
             "stop_reason", "iterations_done", "final_score_a", "final_score_b", "current_score_a",
-            "final_detail", "error", "attempts", "created", "started", "finished",
+            "final_detail", "ladder", "error", "attempts", "created", "started", "finished",
         ]
         read_only_fields = fields
 
@@ -51,7 +51,9 @@ class DeidJobCreateSerializer(serializers.Serializer):
         help_text="Job parameters (DeidConfig): parameterisation style|pixels, mode "
         "restart|evolve, tau_a (0.3), tau_b (0.5), lr, steps_per_iteration (1), "
         "max_iterations (90), convergence_window (20), convergence_eps (0.005), ensemble "
-        "{cfrus, aggregation}, loss {lambda0, lambda_taps, lambda_a, ...}, eot {...}, seed.",
+        "{cfrus, aggregation}, loss {lambda0, lambda_taps, lambda_a, ...}, eot {...}, seed, "
+        "ladder (score-A thresholds whose first iterate below is stored and judged too; "
+        "[0.8, 0.6, 0.4]; [] turns it off).",
     )
 
     def validate(self, attrs):

@@ -191,10 +191,18 @@ def sweep_jobs(now=None) -> dict[str, int]:
 
 
 def send_output_to_campaign(job: DeidJob) -> None:
-    """Put the job's (source, output) pair into its campaign for people to judge; called in
-    the transaction that finishes the job."""
-    if job.campaign_id is None or job.output_id is None:
+    """Put the job's (source, image) pairs into its campaign for people to judge: one per
+    rung of its ladder and the final output (an image shared by several rungs, or by a rung
+    and the output, is one pair); called in the transaction that finishes the job."""
+    if job.campaign_id is None:
         return
-    create_pairs(job.campaign, [{
-        "image_a": job.source_id, "image_b": job.output_id, "kind": "deid", "deid_job": job.pk,
-    }])
+    images = [r["image"] for r in job.ladder]
+    if job.output_id is not None:
+        images.append(str(job.output_id))
+    images = list(dict.fromkeys(images))
+    if not images:
+        return
+    create_pairs(job.campaign, [
+        {"image_a": job.source_id, "image_b": image, "kind": "deid", "deid_job": job.pk}
+        for image in images
+    ])

@@ -14,7 +14,7 @@ from django.utils import timezone
 from deidplatform.celery import UPDATE_CAMPAIGN_LABELS, enqueue_on_commit, send_now
 
 from .. import aggregation, selectors
-from ..models import Campaign, Judgment, PairLabel, Rater
+from ..models import Campaign, PairLabel, Rater
 
 
 def queue_label_update(campaign_id: int) -> None:
@@ -55,7 +55,7 @@ def recompute_labels(
     result = aggregation.aggregate(rows, method=method)
     now = timezone.now()
     counts = dict(
-        Judgment.objects.filter(campaign_id=campaign_id, rater__blocked=False)
+        selectors.label_judgments(campaign_id)  # the same judgments the labels come from
         .values_list("pair_id").annotate(n=Count("pk")).values_list("pair_id", "n")
     )
     with transaction.atomic():

@@ -135,22 +135,28 @@ def test_job_runs_on_the_worker_and_feeds_a_campaign(staff_client, settings, cel
     assert job.final_detail["detected_in_saved_file"] is True
     assert 0.0 < job.final_detail["saved_file_score_b"] <= 1.0
     assert job.final_score_b == job.final_detail["saved_file_score_b"]
-    pair = Pair.objects.get(campaign=campaign)
-    assert (pair.image_a_id, pair.image_b_id, str(pair.deid_job_id)) == (src.pk, out.pk, job_id)
+    # One pair per image: the ladder's rungs (default thresholds) and the output.
+    pairs = Pair.objects.filter(campaign=campaign)
+    assert {str(p.image_b_id) for p in pairs} == {r["image"] for r in job.ladder} | {str(out.pk)}
+    assert len(pairs) == len({p.image_b_id for p in pairs})
+    assert all((p.image_a_id, str(p.deid_job_id)) == (src.pk, job_id) for p in pairs)
     assert not job.checkpoint  # removed once the output exists
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
+    # The untrained proxy's score-A stays near 0.55: both rungs are crossed at iteration 1,
+    # before the kill, and must not be stored again by the resumed attempt.
     job = DeidJob.objects.create(source=source, params={**FAST, "max_iterations": 4,
-                                 "convergence_window": 50}, proxy_version=proxy)
+                                 "convergence_window": 50, "ladder": [0.9, 0.6]},
+                                 proxy_version=proxy)
     real = runner._record
 
     class Killed(BaseException):
         pass
 
-    def dying(job_, rec, cp):
-        real(job_, rec, cp)
+    def dying(job_, rec, cp, *rungs):
+        real(job_, rec, cp, *rungs)
         if rec.iteration == 2:
             raise Killed  # as if the process died right after committing iteration 2
 
@@ -160,6 +166,8 @@ def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
     job.refresh_from_db()
     assert job.status == "running" and job.iterations_done == 2 and job.checkpoint
     assert list(job.iterations.values_list("index", flat=True)) == [0, 1, 2]
+    ladder = job.ladder
+    assert [(r["threshold"], r["iteration"]) for r in ladder] == [(0.9, 1), (0.6, 1)]
 
     monkeypatch.setattr(runner, "_record", real)
     # Redelivered while the dead attempt's heartbeat is still fresh: it could be alive
@@ -176,10 +184,12 @@ def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
     assert out["status"] in ("succeeded", "finished") and job.attempts == 2
     idx = list(DeidIteration.objects.filter(job=job).values_list("index", flat=True))
     assert idx == list(range(job.iterations_done + 1))
-    assert FaceImage.objects.filter(kind="output").count() == 1
+    assert job.ladder == ladder  # not stored twice
+    images = {r["image"] for r in ladder} | {str(job.output_id)}
+    assert FaceImage.objects.filter(kind="output").count() == len(images)
     # A third delivery finds the job done and does nothing.
     assert runner.execute_deid_job(str(job.pk))["skipped"] is True
-    assert FaceImage.objects.filter(kind="output").count() == 1
+    assert FaceImage.objects.filter(kind="output").count() == len(images)
 
 
 @pytest.mark.django_db
@@ -199,7 +209,8 @@ def test_promotion_rescores_finished_outputs(source, proxy):
 def test_two_jobs_with_the_same_output_both_finish(source, proxy):
     """Same source, parameters and seed: byte-identical outputs. The second used to hit the
     output's unique constraint and stay ``running`` (re-queued by the sweeper forever)."""
-    a, b = (DeidJob.objects.create(source=source, params=FAST, proxy_version=proxy)
+    a, b = (DeidJob.objects.create(source=source, params={**FAST, "ladder": []},
+                                   proxy_version=proxy)
             for _ in range(2))
     runner.execute_deid_job(str(a.pk))
     out = runner.execute_deid_job(str(b.pk))
@@ -234,3 +245,59 @@ def test_a_refused_job_upload_stores_nothing(staff_client, face_jpeg):
     )
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "no_promoted_proxy"
     assert not FaceImage.objects.exists() and not Subject.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_job_stores_its_ladder_and_sends_every_rung_to_its_campaign(source, proxy):
+    """Rungs where the proxy's score-A first fell below each threshold: stored as outputs of
+    the source, listed on the job, and judged (one deid pair per image) with the output."""
+    from ratings.models import Pair
+    from tests.ratings.factories import make_campaign
+
+    campaign = make_campaign()
+    # The untrained proxy's score-A is ~0.55 throughout: 0.9 and 0.6 are crossed by the first
+    # iterate, 0.01 never.
+    job = DeidJob.objects.create(
+        source=source, params={**FAST, "ladder": [0.9, 0.6, 0.01]}, proxy_version=proxy,
+        campaign=campaign,
+    )
+    runner.execute_deid_job(str(job.pk))
+    job.refresh_from_db()
+    assert job.status in ("succeeded", "finished"), job.error
+    traj = dict(job.iterations.values_list("index", "score_a"))
+    assert [r["threshold"] for r in job.ladder] == [0.9, 0.6]
+    for rung in job.ladder:
+        first = min(k for k, a in traj.items() if k > 0 and a < rung["threshold"])
+        assert rung["iteration"] == first
+        assert rung["score_a"] == pytest.approx(traj[first])
+        assert 0.0 <= rung["score_b"] <= 1.0
+        img = FaceImage.objects.get(pk=rung["image"])
+        assert img.kind == "output" and img.parent_id == source.pk
+        assert img.subject_id == source.subject_id and img.file
+    images = list(dict.fromkeys([r["image"] for r in job.ladder] + [str(job.output_id)]))
+    pairs = Pair.objects.filter(campaign=campaign).order_by("id")
+    assert [str(p.image_b_id) for p in pairs] == images
+    assert all(p.kind == "deid" and p.image_a_id == source.pk and p.deid_job_id == job.pk
+               for p in pairs)
+    assert all(p.expected_same is None for p in pairs)
+
+
+@pytest.mark.django_db
+def test_ladder_parameter_is_validated_and_can_be_turned_off(staff_client, source, proxy):
+    r = _post(staff_client, {"image": str(source.pk), "params": {"ladder": [0.5, 1.5]}})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "params.ladder"
+    r = _post(staff_client, {"image": str(source.pk), "params": {**FAST, "ladder": []}})
+    assert r.status_code == 201 and r.json()["params"]["ladder"] == []
+    assert r.json()["ladder"] == []
+    r = _post(staff_client, {"image": str(source.pk), "params": FAST})
+    assert r.json()["params"]["ladder"] == [0.8, 0.6, 0.4]
+    job = DeidJob.objects.get(pk=r.json()["id"])
+    runner.execute_deid_job(str(job.pk))
+    job.refresh_from_db()
+    off = DeidJob.objects.create(source=source, params={**FAST, "ladder": []}, proxy_version=proxy)
+    runner.execute_deid_job(str(off.pk))
+    off.refresh_from_db()
+    assert off.ladder == [] and job.ladder  # 0.8 and 0.6 lie above the untrained proxy's 0.55
+    # The ladder never changes the trajectory.
+    assert list(off.iterations.values_list("score_a", "score_b")) == list(
+        job.iterations.values_list("score_a", "score_b"))
