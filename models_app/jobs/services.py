@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit, require_broker, send_now
+from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit, require_broker
+from deidplatform.dispatch import sweep_stale
 from deidplatform.errors import AppError
 from models_app.faces.models import FaceImage, Subject
 from models_app.training.models import ModelKind, ModelVersion
@@ -154,40 +152,12 @@ def cancel_job(job: DeidJob) -> DeidJob:
     return job
 
 
-def _silent_since(t) -> Q:
-    """No sign of life since ``t``: the last heartbeat, else the start, else the creation."""
-    return (
-        Q(heartbeat__lt=t) | Q(heartbeat__isnull=True, started__lt=t)
-        | Q(heartbeat__isnull=True, started__isnull=True, created__lt=t)
-    )
-
-
 def sweep_jobs(now=None) -> dict[str, int]:
     """Re-send queued jobs the broker never took (or lost), and re-queue running jobs whose
     heartbeat is stale (their worker died): the next attempt resumes from the checkpoint; a
     duplicate delivery is refused by the claim (``runner._claim``)."""
-    now = now or timezone.now()
-    unsent = Q(dispatched__isnull=True,
-               created__lt=now - timedelta(seconds=settings.DEID_DISPATCH_GRACE_S))
-    lost = Q(dispatched__lt=now - timedelta(seconds=settings.DEID_REDISPATCH_S))
-    queued = list(
-        DeidJob.objects.filter(unsent | lost, status=DeidJob.Status.QUEUED)
-        .values_list("pk", flat=True)
-    )
-    stale = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
-    silent = DeidJob.objects.filter(_silent_since(stale), status=DeidJob.Status.RUNNING)
-    dead = []
-    for pk in silent.values_list("pk", flat=True):
-        # Conditional: a job that beat (or finished) since the read above is left alone.
-        if silent.filter(pk=pk).update(status=DeidJob.Status.QUEUED, claim=None):
-            log.warning("job %s: heartbeat stale, re-queued", pk)
-            dead.append(pk)
-    sent = 0
-    for pk in [*queued, *dead]:
-        if send_now(RUN_DEID_JOB, str(pk)):
-            DeidJob.objects.filter(pk=pk).update(dispatched=timezone.now())
-            sent += 1
-    return {"jobs_resent": len(queued), "jobs_requeued": len(dead), "jobs_sent": sent}
+    resent, requeued, sent = sweep_stale(DeidJob, RUN_DEID_JOB, "job", now)
+    return {"jobs_resent": resent, "jobs_requeued": requeued, "jobs_sent": sent}
 
 
 def send_output_to_campaign(job: DeidJob) -> None:

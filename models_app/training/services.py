@@ -10,15 +10,14 @@ whose worker stopped beating.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from deidplatform.celery import TRAIN_PROXY, enqueue_on_commit, require_broker, send_now
+from deidplatform.celery import TRAIN_PROXY, enqueue_on_commit, require_broker
+from deidplatform.dispatch import sweep_stale
 from deidplatform.errors import AppError
 
 from . import errors, selectors
@@ -87,39 +86,12 @@ def cancel_training_run(run: TrainingRun) -> TrainingRun:
     return run
 
 
-def _silent_since(t) -> Q:
-    """No sign of life since ``t``: the last heartbeat, else the start, else the creation."""
-    return (
-        Q(heartbeat__lt=t) | Q(heartbeat__isnull=True, started__lt=t)
-        | Q(heartbeat__isnull=True, started__isnull=True, created__lt=t)
-    )
-
-
 def sweep_runs(now=None) -> dict[str, int]:
     """Re-send queued runs the broker never took (or lost), and re-queue running runs whose
     heartbeat is stale (their worker died): the next attempt claims the run and starts over;
     a duplicate delivery is refused by the claim (``runner.mark_running``)."""
-    now = now or timezone.now()
-    unsent = Q(dispatched__isnull=True, created__lt=now - timedelta(seconds=settings.DEID_DISPATCH_GRACE_S))
-    lost = Q(dispatched__lt=now - timedelta(seconds=settings.DEID_REDISPATCH_S))
-    stale = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
-    queued = list(
-        TrainingRun.objects.filter(unsent | lost, status=TrainingRun.Status.QUEUED)
-        .values_list("pk", flat=True)
-    )
-    silent = TrainingRun.objects.filter(_silent_since(stale), status=TrainingRun.Status.RUNNING)
-    dead = []
-    for pk in silent.values_list("pk", flat=True):
-        # Conditional: a run that beat (or finished) since the read above is left alone.
-        if silent.filter(pk=pk).update(status=TrainingRun.Status.QUEUED, claim=None):
-            log.warning("training run %s: heartbeat stale, re-queued", pk)
-            dead.append(pk)
-    sent = 0
-    for pk in [*queued, *dead]:
-        if send_now(TRAIN_PROXY, str(pk)):
-            TrainingRun.objects.filter(pk=pk).update(dispatched=timezone.now())
-            sent += 1
-    return {"runs_resent": len(queued), "runs_requeued": len(dead), "runs_sent": sent}
+    resent, requeued, sent = sweep_stale(TrainingRun, TRAIN_PROXY, "training run", now)
+    return {"runs_resent": resent, "runs_requeued": requeued, "runs_sent": sent}
 
 
 def maybe_retrain(*, scheduled: bool = False) -> TrainingRun | None:

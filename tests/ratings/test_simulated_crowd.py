@@ -128,7 +128,10 @@ def test_crowd_judges_every_pair_over_http_marked_simulated(
     deid = [p.pk for p in pairs if p.kind == "deid"]
     labels = {pl.pair_id: pl for pl in PairLabel.objects.filter(pair_id__in=deid)}
     assert set(labels) == set(deid)
-    assert sum(not pl.same for pl in labels.values()) >= 3  # different colours: "different"
+    # Careful raters see what the observer sees (different colours: "different"); a label
+    # also depends on which of the noisy, biased or spamming raters met that pair.
+    careful_deid = Judgment.objects.filter(rater__in=careful, pair_id__in=deid)
+    assert careful_deid.exists() and not careful_deid.filter(same=True).exists()
     label_rows = _export(staff_client, campaign, "labels")
     assert {row["simulated"] for row in label_rows if int(row["pair"]) in deid} == {"True"}
 
@@ -221,10 +224,15 @@ def test_shipped_observer_on_lfw_through_the_site(live_server, transactional_db,
         {"image_a": a1.pk, "image_b": a2.pk, "kind": "deid"},
         {"image_a": a1.pk, "image_b": other.pk, "kind": "deid"},
     ])
+    # One rater at a time: with two pairs and three raters, a rater that waits for a pair
+    # another holds would otherwise run out of patience (the concurrent crowd is tested above).
     report = _simulate(live_server, campaign, raters=3, observer="external_features",
-                       mix="careful=1")
+                       mix="careful=1", concurrency=1, patience=5.0)
     assert report["judgments"] == 6, report
     assert not Judgment.objects.filter(campaign=campaign, rater__simulated=False).exists()
     services.recompute_labels(campaign.pk)
-    labels = {pl.pair_id: pl.score_a for pl in PairLabel.objects.filter(pair__campaign=campaign)}
-    assert labels[same.pk] >= labels[diff.pk]
+    labels = {pl.pair_id: pl for pl in PairLabel.objects.filter(pair__campaign=campaign)}
+    # Both pairs labelled from the three simulated judgments each. Which way they go is the
+    # observer's business: at 58 % on LFW pairs (BENCHMARKS.md) no ordering is asserted.
+    assert set(labels) == {same.pk, diff.pk}
+    assert all(pl.n_judgments == 3 and 0.0 <= pl.score_a <= 1.0 for pl in labels.values())

@@ -12,6 +12,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from deidplatform import celery as dispatch
+from deidplatform import dispatch as sweeper
 from models_app.models import TrainingRun
 from models_app.training import runner, services
 
@@ -51,7 +52,7 @@ def sent(monkeypatch):
         out.append((name, *args))
         return True
 
-    monkeypatch.setattr(services, "send_now", record)
+    monkeypatch.setattr(sweeper, "send_now", record)
     return out
 
 
