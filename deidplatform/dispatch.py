@@ -16,9 +16,20 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .celery import send_now
+from .celery import enqueue_on_commit, send_now
 
 log = logging.getLogger(__name__)
+
+
+def _stamp_dispatched(model: Any, pk: Any) -> None:
+    model.objects.filter(pk=pk).update(dispatched=timezone.now())
+
+
+def enqueue_work(row: Any, task_name: str) -> None:
+    """Send ``task_name`` for a work row once this transaction commits; the row is stamped
+    ``dispatched`` only after the broker took it (unstamped rows are the sweeper's)."""
+    model, pk = type(row), row.pk
+    enqueue_on_commit(task_name, str(pk), on_sent=lambda: _stamp_dispatched(model, pk))
 
 
 def silent_since(t: datetime) -> Q:
@@ -49,6 +60,6 @@ def sweep_stale(model: Any, task_name: str, noun: str, now: datetime | None = No
     sent = 0
     for pk in [*queued, *dead]:
         if send_now(task_name, str(pk)):
-            model.objects.filter(pk=pk).update(dispatched=timezone.now())
+            _stamp_dispatched(model, pk)
             sent += 1
     return len(queued), len(dead), sent

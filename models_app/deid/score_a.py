@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from models_app.proxy.data import ImageInputs
+
 
 class ScoreAProxy(Protocol):
     """The human proxy as the loop sees it: two context crops (N,3,300,300) float in [0,255]
@@ -77,8 +79,6 @@ class HumanProxyScorer(_LogitScorer):
     ) -> torch.Tensor:
         """:meth:`logit` with the output's CFRU features (Θ0 and taps of its plain central
         chip) given, as ``DlibResNet.features`` returns them."""
-        from models_app.proxy.data import ImageInputs
-
         m = self.model
         small = m.appearance_input(out)
         b = ImageInputs(m.identity_from_features(emb, taps), small, m.appearance.descriptors(small))

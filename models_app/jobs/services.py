@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
-from deidplatform.celery import RUN_DEID_JOB, enqueue_on_commit, require_broker
-from deidplatform.dispatch import sweep_stale
+from deidplatform.celery import RUN_DEID_JOB, require_broker
+from deidplatform.dispatch import enqueue_work, sweep_stale
 from deidplatform.errors import AppError
 from models_app.faces.models import FaceImage, Subject
 from models_app.training.models import ModelKind, ModelVersion
@@ -87,15 +86,8 @@ def create_deid_job(
             source=source, params=clean, proxy_version=proxy, campaign=campaign, batch=batch,
             created_by=user if user is not None and user.is_authenticated else None,
         )
-        _enqueue(job)
+        enqueue_work(job, RUN_DEID_JOB)
     return job
-
-
-def _enqueue(job: DeidJob) -> None:
-    def sent() -> None:
-        DeidJob.objects.filter(pk=job.pk).update(dispatched=timezone.now())
-
-    enqueue_on_commit(RUN_DEID_JOB, str(job.id), on_sent=sent)
 
 
 def create_batch(
@@ -133,7 +125,7 @@ def create_batch(
             for img in sources.values()
         )
         for job in jobs:
-            _enqueue(job)
+            enqueue_work(job, RUN_DEID_JOB)
     return batch
 
 

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deidplatform.celery import TRAIN_PROXY, enqueue_on_commit, require_broker
-from deidplatform.dispatch import sweep_stale
+from deidplatform.celery import TRAIN_PROXY, require_broker
+from deidplatform.dispatch import enqueue_work, sweep_stale
 from deidplatform.errors import AppError
 
 from . import errors, selectors
@@ -57,15 +57,8 @@ def request_training_run(
         run = TrainingRun.objects.create(
             kind=ModelKind.HUMAN_PROXY, trigger=trigger, config=dict(config or {})
         )
-        _enqueue(run)
+        enqueue_work(run, TRAIN_PROXY)
     return run
-
-
-def _enqueue(run: TrainingRun) -> None:
-    def sent() -> None:
-        TrainingRun.objects.filter(pk=run.pk).update(dispatched=timezone.now())
-
-    enqueue_on_commit(TRAIN_PROXY, str(run.id), on_sent=sent)
 
 
 def cancel_training_run(run: TrainingRun) -> TrainingRun:
