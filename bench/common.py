@@ -11,9 +11,10 @@ import argparse
 import json
 import os
 import platform
+import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,3 +136,44 @@ def parse_args(ap: argparse.ArgumentParser, quick: Mapping[str, object]) -> argp
 def emit(result: Mapping[str, object]) -> None:
     """The benchmark's result: one JSON line, printed last (BENCHMARKS.md quotes it)."""
     print(json.dumps(result), flush=True)
+
+
+# --- Processes the service benchmarks start (free ports, readiness probes) ------------------
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(
+    probe: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    each: Callable[[], object] | None = None,
+) -> object:
+    """Poll ``probe`` until it returns something truthy (returned); ``each`` runs before every
+    poll (a liveness check that raises). Raises TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if each is not None:
+            each()
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def redis_ping(port: int) -> bool:
+    """Whether a Redis server answers PING on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench.common import REPO, emit, parse_args
+from bench.common import REPO, emit, free_port, parse_args
 
 # 5 raters for 5 s on 4,000 pairs, in a database of its own (this bench drops and recreates
 # its database). Throughput and latency are noise at this size; the correctness counters
@@ -50,12 +50,6 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- Setup --------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,28 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import LFW_DIR, REPO, emit, log, machine, parse_args
+from bench.common import (
+    LFW_DIR,
+    REPO,
+    emit,
+    free_port,
+    log,
+    machine,
+    parse_args,
+    redis_ping,
+    wait,
+)
 
 SOURCE = LFW_DIR / "lfw-deepfunneled" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(probe, timeout: float, what: str, interval: float = 0.1, each=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        if each is not None:
-            each()
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 class Bench:
@@ -109,12 +99,7 @@ class Bench:
         wait(self._redis_up, 10, "redis-server")
 
     def _redis_up(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return redis_ping(self.redis_port)
 
     def redis_stop(self) -> None:
         if self.redis is not None:

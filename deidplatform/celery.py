@@ -40,6 +40,8 @@ RUN_DEID_JOB = "models_app.tasks.run_deid_job"
 UPDATE_CAMPAIGN_LABELS = "ratings.tasks.update_campaign_labels"
 RECLAIM_EXPIRED_HOLDS = "ratings.tasks.reclaim_expired_holds"
 SWEEP_STALE_WORK = "models_app.tasks.sweep_stale_work"
+ADVANCE_ROUNDS = "models_app.tasks.advance_rounds"
+START_ROUND = "models_app.tasks.start_round"
 
 # A request that would queue work while the broker is unreachable (one status everywhere).
 BROKER_UNAVAILABLE = error_code("broker_unavailable", 503)
@@ -56,6 +58,10 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     UPDATE_CAMPAIGN_LABELS: {"queue": CPU_QUEUE},
     RECLAIM_EXPIRED_HOLDS: {"queue": CPU_QUEUE},
     SWEEP_STALE_WORK: {"queue": CPU_QUEUE},
+    # Scores candidate pairs and builds reports with the proxy (a few hundred pairs at most),
+    # and runs a dry run's simulated crowd: cpu, so it never waits behind the loop's jobs.
+    ADVANCE_ROUNDS: {"queue": CPU_QUEUE},
+    START_ROUND: {"queue": CPU_QUEUE},
 }
 
 app.conf.update(

@@ -9,7 +9,7 @@ every permission.
 | role | may |
 |---|---|
 | viewer | read everything (images, jobs, runs, versions, campaigns, labels, exports) |
-| operator | viewer + upload and delete images, start and cancel jobs and runs, promote and roll back versions, run campaigns |
+| operator | viewer + upload and delete images, start and cancel jobs, runs and rounds, promote and roll back versions, run campaigns |
 | data steward | viewer + erase subjects and images, read the erasure audit |
 
 No import of the platform's apps: permissions are named by string.
@@ -32,7 +32,7 @@ OPERATOR, DATA_STEWARD, VIEWER = "operator", "data steward", "viewer"
 _VIEW = [
     "models_app.view_subject", "models_app.view_faceimage", "models_app.view_deidjob",
     "models_app.view_deidbatch", "models_app.view_deiditeration", "models_app.view_trainingrun",
-    "models_app.view_modelversion", "ratings.view_campaign", "ratings.view_pair",
+    "models_app.view_modelversion", "models_app.view_round", "ratings.view_campaign", "ratings.view_pair",
     "ratings.view_pairlabel", "ratings.view_judgment", "ratings.view_rater",
 ]
 ROLES: dict[str, list[str]] = {
@@ -41,7 +41,7 @@ ROLES: dict[str, list[str]] = {
         "models_app.add_faceimage", "models_app.delete_faceimage",
         "models_app.add_deidjob", "models_app.change_deidjob",
         "models_app.add_trainingrun", "models_app.change_trainingrun",
-        "models_app.change_modelversion",
+        "models_app.change_modelversion", "models_app.add_round", "models_app.change_round",
         "ratings.add_campaign", "ratings.change_campaign", "ratings.add_pair",
         "ratings.change_pairlabel",
     ],

@@ -275,6 +275,14 @@ DEID_REDISPATCH_S = env_int("DEID_REDISPATCH_S", 3600)  # sent but still queued:
 DEID_HEARTBEAT_STALE_S = env_int("DEID_HEARTBEAT_STALE_S", 300)
 DEID_LABELS_STALE_S = env_int("DEID_LABELS_STALE_S", 300)  # labels_pending this long: re-queue
 DEID_JOB_MAX_ATTEMPTS = env_int("DEID_JOB_MAX_ATTEMPTS", 3)  # then the job fails for good
+# Closed-loop rounds (models_app.rounds): an advancer's lease on a round; a killed advancer's
+# round is resumed by the next one (beat: every minute) once this lapses. A stage renews it.
+DEID_ROUND_LEASE_S = env_int("DEID_ROUND_LEASE_S", 600)
+# The perceptual battery every proxy version gets (models_app.training.battery): held-out
+# faces, the invariance tolerance, and whether a broken invariance item fails the gate.
+DEID_BATTERY_FACES = env_int("DEID_BATTERY_FACES", 50)
+DEID_BATTERY_TOLERANCE = float(os.environ.get("DEID_BATTERY_TOLERANCE", "0.05"))
+DEID_BATTERY_GATE = env_bool("DEID_BATTERY_GATE", True)
 
 LOGGING = {
     "version": 1,

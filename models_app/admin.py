@@ -2,4 +2,5 @@
 
 import models_app.faces.admin  # noqa: F401
 import models_app.jobs.admin  # noqa: F401
+import models_app.rounds.admin  # noqa: F401
 import models_app.training.admin  # noqa: F401

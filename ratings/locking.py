@@ -7,6 +7,11 @@ transactions can never wait on each other in a cycle):
     2. Pair           (ascending id)
     3. Assignment     (ascending id; only for pairs already locked in step 2)
 
+Pair locks are ``FOR NO KEY UPDATE``: inserting a judgment or an assignment checks its
+foreign key to the pair with ``FOR KEY SHARE``, which a plain ``FOR UPDATE`` blocks; two
+submissions on two pairs then waited on each other (a deadlock seen under a simulated
+crowd). Nothing here changes a pair's key, so the weaker lock is enough.
+
 Pair locks taken while *choosing* work use ``SKIP LOCKED`` on PostgreSQL: a pair that
 another rater is being given right now is skipped, not waited for. Callers must be inside
 ``transaction.atomic()``.
@@ -39,7 +44,8 @@ def lock_pairs(pair_ids: Iterable[int], *, skip_locked: bool = False) -> list[Pa
     if not ids:
         return []
     qs = Pair.objects.filter(pk__in=ids).order_by("pk")
-    return list(qs.select_for_update(skip_locked=skip_locked and skip_locked_supported()))
+    return list(qs.select_for_update(skip_locked=skip_locked and skip_locked_supported(),
+                                     no_key=True))
 
 
 def lock_first_pair(candidates: QuerySet[Pair], *, may_wait: bool) -> Pair | None:
@@ -53,7 +59,7 @@ def lock_first_pair(candidates: QuerySet[Pair], *, may_wait: bool) -> Pair | Non
     """
     skip = skip_locked_supported()
     if skip:
-        pair = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+        pair = candidates.select_for_update(skip_locked=True, of=("self",), no_key=True).first()
         if pair is not None or not may_wait:
             return pair
     pk = candidates.values_list("pk", flat=True).first()
@@ -63,7 +69,8 @@ def lock_first_pair(candidates: QuerySet[Pair], *, may_wait: bool) -> Pair | Non
     if candidates.filter(pk=pk).exists():  # re-check on fresh data, under the lock
         return pair
     # Someone filled it meanwhile; take any other free one without waiting again.
-    return candidates.select_for_update(skip_locked=skip, of=("self",)).first() if skip else None
+    return (candidates.select_for_update(skip_locked=skip, of=("self",), no_key=True).first()
+            if skip else None)
 
 
 _CLAIM_SQL = """
@@ -119,3 +126,13 @@ def lock_assignment(assignment_id: int) -> Assignment:
     return Assignment.objects.select_for_update(of=("self",)).select_related("pair").get(
         pk=assignment_id
     )
+
+
+def lock_label_update(campaign_id: int) -> None:
+    """Serialise label recomputations of one campaign (the debounced task and a round's
+    labels stage may run at once; both would insert the same PairLabels). A transaction-scoped
+    advisory lock: no row lock, so it cannot join a cycle with the rating flow's order above.
+    SQLite has one writer at a time already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [0x1ABE1, int(campaign_id)])

@@ -59,3 +59,54 @@ def mean_abs_change(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) 
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
     return float((x - y).abs().mean())
+
+
+# --- Naturalness: is the face's colour one a photograph of a person has? -----------------
+
+_SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
+                         [0.2126729, 0.7151522, 0.0721750],
+                         [0.0193339, 0.1191920, 0.9503041]])
+_D65 = np.array([0.95047, 1.0, 1.08883])
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65; L* 0..100) of an HxWx3 uint8 sRGB image (the standard formulas)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ _SRGB_TO_XYZ.T / _D65
+    e = 216 / 24389
+    f = np.where(xyz > e, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                     200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def face_colour(context: np.ndarray) -> dict[str, float]:
+    """The face oval's mean a* and b* and its L* spread (standard deviation) in an aligned
+    300x300 context crop (the oval of :mod:`models_app.vision.battery`)."""
+    from models_app.vision.battery import FACE_ELLIPSE, ellipse_mask
+
+    lab = srgb_to_lab(context)
+    face = ellipse_mask(context.shape[:2], FACE_ELLIPSE) > 0.5
+    px = lab[face]
+    return {"a_mean": float(px[:, 1].mean()), "b_mean": float(px[:, 2].mean()),
+            "l_spread": float(px[:, 0].std())}
+
+
+# The 1st and 99th percentiles of face_colour over 800 LFW View-2 images, spread over all
+# folds (``python -m bench.perception --naturalness 800``, 2026-12-03): a face outside them
+# on any figure is not a colour a photographed face has (a green or magenta face; a flat,
+# posterised one). LFW includes some greyscale photos, hence a* and b* down near 0.
+NATURAL_FACE: dict[str, tuple[float, float]] = {
+    "a_mean": (1.35, 27.3),
+    "b_mean": (3.75, 34.8),
+    "l_spread": (7.68, 25.31),
+}
+
+
+def naturalness(context: np.ndarray) -> dict[str, object]:
+    """:func:`face_colour` and whether each figure lies in LFW's 1st–99th percentiles
+    (``natural``: all do; ``outside``: the names of those that do not)."""
+    stats = face_colour(context)
+    outside = [k for k, (lo, hi) in NATURAL_FACE.items() if not lo <= stats[k] <= hi]
+    return {**{k: round(v, 3) for k, v in stats.items()}, "natural": not outside,
+            "outside": outside}

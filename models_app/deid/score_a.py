@@ -78,8 +78,11 @@ class HumanProxyScorer(_LogitScorer):
         taps: Mapping[str, torch.Tensor],
     ) -> torch.Tensor:
         """:meth:`logit` with the output's CFRU features (Θ0 and taps of its plain central
-        chip) given, as ``DlibResNet.features`` returns them."""
+        chip) given, as ``DlibResNet.features`` returns them. A proxy that sees luminance
+        only needs its own CFRU pass on the luminance image (the given features are RGB's)."""
         m = self.model
+        if getattr(m.config, "colour", "rgb") != "rgb":
+            return self.logit(src, out)
         small = m.appearance_input(out)
         b = ImageInputs(m.identity_from_features(emb, taps), small, m.appearance.descriptors(small))
         return self._logit(self._source_inputs(src), b)

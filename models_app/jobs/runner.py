@@ -156,7 +156,34 @@ def _must_stop(job: DeidJob) -> bool:
     return not _owned(job).update(heartbeat=timezone.now())
 
 
+def success_basis(version) -> str:
+    """What a job's verdict rests on: a proxy never trained on judgments of outputs (its
+    score-A says little about people), or one trained on such judgments, people's or a
+    simulated crowd's (the version records how many of its labels were simulated)."""
+    if version is None or version.is_prior:
+        return "prior_proxy"
+    if (version.metrics or {}).get("simulated_labels"):
+        return "proxy_trained_on_simulated_judgments"
+    return "proxy_trained_on_peoples_judgments"
+
+
+def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: float) -> str:
+    """Why the job stopped, in words; says when the loop met both thresholds but the saved
+    photo did not confirm it."""
+    if stop_reason != "success":
+        return {"converged": "the loss stopped improving",
+                "max_iterations": "the iteration budget ran out"}.get(stop_reason, stop_reason)
+    if not detected:
+        return "both thresholds met in the loop; no face found again in the saved photo"
+    if score_b is None or score_b < tau_b:
+        return (f"both thresholds met in the loop; score-B on the saved photo "
+                f"{score_b if score_b is None else round(score_b, 3)} < τB {tau_b}")
+    return "both thresholds met, confirmed on the saved photo"
+
+
 def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: float) -> DeidJob:
+    from models_app.deid.metrics import naturalness  # torch: on the worker only
+
     """Store the output and complete the job in one transaction (idempotent: a job already
     finished, or taken over by another attempt, is returned untouched)."""
     claim = job.claim
@@ -187,6 +214,10 @@ def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: f
             "seconds": round(time.perf_counter() - t0, 3),
             "output_sha256": hashlib.sha256(data).hexdigest(),
             **({"same_output_as_job": str(twin.pk)} if twin is not None else {}),
+            "naturalness": naturalness(result.context),
+            "success_basis": success_basis(job.proxy_version),
+            "stop_detail": stop_detail(result.stop_reason, final.detected, final.score_b,
+                                       cfg.tau_b),
         }
         job.finished = timezone.now()
         job.save()

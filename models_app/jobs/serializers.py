@@ -12,6 +12,16 @@ class DeidIterationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+VERDICTS = {
+    "prior_proxy": "thresholds met by a prior proxy (never trained on judgments of outputs: "
+                   "says little about people)",
+    "proxy_trained_on_simulated_judgments": "thresholds met by a proxy trained on simulated "
+                                            "judgments (a dry run, not people)",
+    "proxy_trained_on_peoples_judgments": "thresholds met by a proxy trained on people's "
+                                          "judgments of outputs (not yet judged by people)",
+}
+
+
 class DeidJobSerializer(serializers.ModelSerializer):
     source = serializers.UUIDField(source="source_id", read_only=True)
     output = serializers.UUIDField(source="output_id", read_only=True, allow_null=True)
@@ -21,14 +31,24 @@ class DeidJobSerializer(serializers.ModelSerializer):
         source="proxy_version.number", read_only=True, allow_null=True
     )
 
+    verdict = serializers.SerializerMethodField()
+
     class Meta:
         model = DeidJob
         fields = [
-            "id", "status", "source", "output", "batch", "campaign", "proxy_version", "params",
+            "id", "status", "verdict", "source", "output", "batch", "campaign", "proxy_version", "params",
             "stop_reason", "iterations_done", "final_score_a", "final_score_b", "current_score_a",
             "final_detail", "ladder", "error", "attempts", "created", "started", "finished",
         ]
         read_only_fields = fields
+
+    def get_verdict(self, obj: DeidJob) -> str:
+        """The status with what it rests on: a success by a prior proxy is never shown as
+        a plain "succeeded" (its score-A says little about people)."""
+        if obj.status != DeidJob.Status.SUCCEEDED:
+            return obj.get_status_display()
+        return VERDICTS.get((obj.final_detail or {}).get("success_basis", ""),
+                            "succeeded (basis not recorded)")
 
 
 class DeidJobDetailSerializer(DeidJobSerializer):

@@ -7,26 +7,9 @@
   worker stopped beating, re-queue stuck label updates (admin → Periodic tasks).
 """
 
-import json
-
 from django.db import migrations, models
 
-SWEEPER = "dispatch: sweep stale work"
-
-
-def add_schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
-    PeriodicTask.objects.get_or_create(
-        name=SWEEPER,
-        defaults={"task": "models_app.tasks.sweep_stale_work", "interval": every,
-                  "queue": "cpu", "kwargs": json.dumps({})},
-    )
-
-
-def remove_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SWEEPER).delete()
+from deidplatform.migration_ops import interval_task
 
 
 class Migration(migrations.Migration):
@@ -73,5 +56,6 @@ class Migration(migrations.Migration):
             model_name="trainingrun",
             index=models.Index(fields=["status"], name="trainingrun_status"),
         ),
-        migrations.RunPython(add_schedule, remove_schedule),
+        interval_task("dispatch: sweep stale work", "models_app.tasks.sweep_stale_work",
+                      every=1, kwargs={}),
     ]

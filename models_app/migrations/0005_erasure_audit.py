@@ -6,21 +6,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-
-def create_roles(apps, schema_editor):
-    """The groups operator, data steward and viewer with their model permissions.
-
-    Permissions are normally created after all migrations (post_migrate); they are created
-    here first so a fresh database gets complete groups."""
-    from django.contrib.auth.management import create_permissions
-
-    from deidplatform.permissions import ensure_roles
-
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    ensure_roles(apps)
+from deidplatform.migration_ops import refresh_roles
 
 
 def drop_roles(apps, schema_editor):
@@ -59,5 +45,5 @@ class Migration(migrations.Migration):
             ],
             options={"ordering": ["-created"]},
         ),
-        migrations.RunPython(create_roles, drop_roles),
+        migrations.RunPython(refresh_roles, drop_roles),
     ]

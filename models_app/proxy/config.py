@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from models_app.vision import dlib_resnet
 from models_app.vision.chips import CONTEXT_SIZE
 
+COLOURS = ("luminance", "rgb")
+
 
 @dataclass
 class ProxyConfig:
@@ -26,6 +28,17 @@ class ProxyConfig:
     # "gated": identity logit + softplus(gate(identity)) x appearance logit (default);
     # "mlp": one MLP over all pair features (more capacity, overfits ~5k pairs).
     fusion: str = "gated"
+    # What the appearance branch sees of colour: "luminance" (BT.601 luma on all three
+    # channels; people ignore hue that keeps luminance, so a recolouring earns nothing) or
+    # "rgb" (the first versions; a stored config without this key is one of those).
+    colour: str = "luminance"
+    # The appearance branch sees the crop averaged with its mirror image: people ignore
+    # mirroring, so which side the hair is parted on earns nothing (False: first versions).
+    mirror_symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        if self.colour not in COLOURS:
+            raise ValueError(f"colour must be one of {COLOURS}, got {self.colour!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +57,7 @@ class ProxyConfig:
 
     def bank_signature(self) -> dict:
         """The fields an :class:`~.data.ImageBank` depends on (cache key for banks)."""
-        keys = ("taps", "pool", "hist_bins", "lowpass")
+        keys = ("taps", "pool", "hist_bins", "lowpass", "colour", "mirror_symmetric")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     @property

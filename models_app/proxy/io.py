@@ -144,7 +144,9 @@ def load_proxy(
     data, name = _read(source)
     info = read_proxy_metadata(data)
     try:
-        config = ProxyConfig.from_dict(info["config"])
+        # Versions saved before these options saw RGB, unmirrored.
+        legacy = {"colour": "rgb", "mirror_symmetric": False}
+        config = ProxyConfig.from_dict({**legacy, **info["config"]})
         meta = ProxyMeta(**info["meta"])
         model = HumanProxy(config, meta)
     except (TypeError, ValueError) as exc:

@@ -41,6 +41,7 @@ from .config import ProxyConfig, ProxyMeta
 from .data import ImageBank, ImageInputs, context_to_tensor
 
 BRANCHES = ("full", "appearance")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601: the luminance people read
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,8 @@ class HumanProxy(nn.Module):
         """
         self._check_contexts(contexts)
         cfru = dlib_resnet.get_dlib_resnet(contexts.device, contexts.dtype)
-        return self.identity_from_features(*cfru.features(central_chip(contexts), taps=True))
+        seen = self.as_seen(contexts)
+        return self.identity_from_features(*cfru.features(central_chip(seen), taps=True))
 
     def identity_from_features(
         self, emb: torch.Tensor, taps: Mapping[str, torch.Tensor]
@@ -143,9 +145,21 @@ class HumanProxy(nn.Module):
         return torch.cat([emb, *(dlib_resnet.pool_tap(taps[t]) for t in self.config.taps)], dim=1)
 
     def appearance_input(self, contexts: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 75, 75): the context crop average-pooled (the appearance branch's input)."""
+        """(N, 3, 75, 75): the context crop as seen (:meth:`as_seen`), average-pooled and,
+        by default, averaged with its mirror image (the appearance branch's input)."""
         self._check_contexts(contexts)
-        return F.avg_pool2d(contexts, self.config.pool)
+        small = F.avg_pool2d(self.as_seen(contexts), self.config.pool)
+        if self.config.mirror_symmetric:
+            small = (small + small.flip(-1)) / 2
+        return small
+
+    def as_seen(self, contexts: torch.Tensor) -> torch.Tensor:
+        """The crops as both branches see them: luminance on all three channels unless the
+        config says "rgb" (people ignore hue that keeps luminance; the CFRU alone does not)."""
+        if self.config.colour != "luminance":
+            return contexts
+        luma = contexts.new_tensor(LUMA).view(1, 3, 1, 1)
+        return (contexts * luma).sum(dim=1, keepdim=True).repeat(1, 3, 1, 1)
 
     def image_inputs(self, contexts: torch.Tensor, identity: bool = True) -> ImageInputs:
         """Per-image inputs from float (N, 3, 300, 300) context crops (differentiable).

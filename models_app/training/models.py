@@ -34,6 +34,7 @@ class TrainingRun(models.Model):
         SCHEDULE = "schedule", "schedule"
         NEW_LABELS = "new_labels", "new labels"
         BOOTSTRAP = "bootstrap", "bootstrap"
+        ROUND = "round", "closed-loop round"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -91,6 +92,10 @@ class ModelVersion(models.Model):
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     gate = models.JSONField(default=dict, blank=True, help_text="the promotion gate's decision")
+    battery = models.JSONField(
+        default=dict, blank=True,
+        help_text="the perceptual battery's result on held-out faces (models_app.vision.battery)",
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )

@@ -53,14 +53,20 @@ class GateDecision:
 
 
 def gate_decision(
-    candidate: dict[str, float], incumbent: dict[str, float] | None, tolerance: float = 0.0
+    candidate: dict[str, float],
+    incumbent: dict[str, float] | None,
+    tolerance: float = 0.0,
+    battery_reasons: list[str] | None = None,
 ) -> GateDecision:
     """Not worse than the incumbent on held-out human labels (AUC and Brier, both measured
-    on the same held-out pairs). With no incumbent, a candidate with finite metrics passes."""
+    on the same held-out pairs). With no incumbent, a candidate with finite metrics passes.
+    ``battery_reasons``: the perceptual battery's broken invariance items (each fails it)."""
     if incumbent is None:
         ok, reasons = not_worse(candidate, candidate)  # only checks the metrics are defined
     else:
         ok, reasons = not_worse(candidate, incumbent, tolerance, tolerance)
+    if battery_reasons:
+        ok, reasons = False, [*reasons, *battery_reasons]
     pick = lambda m: {k: m.get(k) for k in GATE_METRICS}  # noqa: E731
     return GateDecision(
         passed=ok, reasons=reasons, candidate=pick(candidate),
@@ -84,11 +90,13 @@ def register_version(
     training_run: TrainingRun | None = None,
     diagram_png: bytes | None = None,
     gate: dict[str, Any] | None = None,
+    battery: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Store a new candidate version (file first, then the row; a failure leaves neither)."""
     version = ModelVersion(
         kind=kind, config=config, metrics=metrics, is_prior=is_prior, parent=parent,
         training_run=training_run, sha256=hashlib.sha256(weights).hexdigest(), gate=gate or {},
+        battery=battery or {},
     )
     saved: list[str] = []
     try:

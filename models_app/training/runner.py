@@ -24,6 +24,7 @@ from models_app.faces.selectors import contexts
 from models_app.proxy.metrics import json_safe, reliability_diagram_png, version_report
 
 from . import registry
+from .battery import battery_for_model, battery_reasons
 from .models import ModelKind, TrainingRun
 from .selectors import fixed_split, load_version_model, promoted_version, training_data
 from .services import RUN_DEFAULTS
@@ -117,7 +118,12 @@ def execute_training_run(run_id: str) -> dict:
         incumbent = promoted_version(ModelKind.HUMAN_PROXY)
         incumbent_model = load_version_model(incumbent) if incumbent else None
         init = None
-        if cfg["warm_start"] and incumbent_model is not None:
+        # Warm start continues the platform's architecture only: an incumbent of an older
+        # one (e.g. an RGB appearance branch) is replaced by a fresh network.
+        warm = bool(cfg["warm_start"]) and incumbent_model is not None and (
+            incumbent_model.config == ProxyConfig()
+        )
+        if warm:
             # A copy: the cached instance is shared with scorers that freeze it.
             init = copy.deepcopy(incumbent_model).requires_grad_(True)
         model_config = init.config if init is not None else ProxyConfig()
@@ -166,12 +172,19 @@ def execute_training_run(run_id: str) -> dict:
             incumbent_model.encode_images(ctx, keys)
         )
         inc_metrics, _ = _evaluate(incumbent_model, inc_bank, held_out, data.judgments, png=False)
-    decision = registry.gate_decision(cand_metrics, inc_metrics, float(cfg["gate_tolerance"]))
+    battery = battery_for_model(result.model)
+    _owned(run).update(heartbeat=timezone.now())
+    decision = registry.gate_decision(
+        cand_metrics, inc_metrics, float(cfg["gate_tolerance"]),
+        battery_reasons(battery) if settings.DEID_BATTERY_GATE else None,
+    )
     metrics = {
         "held_out": cand_metrics, "held_out_set": gate_set, "n_held_out": len(held_out),
         "validation": result.val_metrics.get("full"),
         "validation_appearance": result.val_metrics.get("appearance"),
         "incumbent_on_held_out": inc_metrics,
+        "labels": data.n_labels, "simulated_labels": data.n_simulated_labels,
+        "warm_start": warm,
     }
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
@@ -184,6 +197,7 @@ def execute_training_run(run_id: str) -> dict:
                     "run": {k: v for k, v in cfg.items() if k != "train"}},
             metrics=json_safe(metrics), is_prior=bool(result.model.meta.prior), parent=incumbent,
             training_run=run, diagram_png=diagram, gate=json_safe(decision.as_dict()),
+            battery=json_safe(battery) if battery else None,
         )
         if not decision.passed:
             version.status = version.Status.REJECTED
@@ -195,6 +209,7 @@ def execute_training_run(run_id: str) -> dict:
         run.data_snapshot = json_safe({
             "pairs": data.pairs.to_records(), "split": result.split.to_dict(),
             "n_pairs": result.n_pairs, "labels": data.n_labels, "gate_set": gate_set,
+            "simulated_labels": data.n_simulated_labels,
         })
         run.save(update_fields=["status", "stop_reason", "labels_used", "finished", "data_snapshot"])
     if decision.passed and cfg["auto_promote"]:

@@ -65,6 +65,9 @@ class TrainingData:
     images: dict[str, FaceImage]
     judgments: list[tuple[str, str, bool]]  # (pair_id, rater_id, same) of human pairs
     n_labels: int
+    # Labels that counted a simulated crowd's judgments (a dry run's campaign asked for it):
+    # recorded with the version, so a proxy trained on them never passes for people's.
+    n_simulated_labels: int = 0
 
 
 def human_labelled_pairs() -> tuple[list[LabelledPair], dict[str, FaceImage], list[tuple[str, str, bool]]]:
@@ -114,6 +117,37 @@ def natural_pairs(n_same: int, n_different: int, seed: int) -> tuple[PairTable, 
     return table, {k: v for k, v in imgs.items() if k in used}
 
 
+def battery_images(n: int) -> list[tuple[FaceImage, FaceImage, FaceImage]]:
+    """(a, b, donor) source photos for the perceptual battery: up to ``n`` held-out subjects
+    (the same fixed hash as the gate's, so no version trained on them), a and b two photos
+    of one subject (a twice when it has one), the donor the next subject's first photo.
+    The same faces for every version, in a stable order."""
+    qs = FaceImage.objects.filter(
+        kind=FaceImage.Kind.SOURCE, status=FaceImage.Status.OK, subject__isnull=False
+    ).exclude(landmarks__isnull=True).order_by("subject_id", "created", "id")
+    by_subject: dict[str, list[FaceImage]] = {}
+    for img in qs.only("id", "subject_id", "landmarks", "box", "file", "created"):
+        by_subject.setdefault(str(img.subject_id), []).append(img)
+    held = held_out_subjects(by_subject)[:n]
+    if len(held) < 2:
+        return []  # a donor must be another person
+    return [
+        (by_subject[s][0], by_subject[s][min(1, len(by_subject[s]) - 1)],
+         by_subject[held[(i + 1) % len(held)]][0])
+        for i, s in enumerate(held)
+    ]
+
+
+def simulated_label_count(pair_ids: Iterable[int]) -> int:
+    """How many of these pairs' labels counted simulated judgments."""
+    return (
+        PairLabel.objects.filter(pair_id__in=list(pair_ids),
+                                 pair__campaign__labels_include_simulated=True,
+                                 pair__judgments__rater__simulated=True)
+        .values("pair_id").distinct().count()
+    )
+
+
 def training_data(*, natural_same: int, natural_different: int, seed: int) -> TrainingData:
     human, images, rows = human_labelled_pairs()
     nat, nat_images = (
@@ -121,7 +155,9 @@ def training_data(*, natural_same: int, natural_different: int, seed: int) -> Tr
         if natural_same or natural_different else (PairTable(), {})
     )
     images.update(nat_images)
-    return TrainingData(PairTable(human) + nat, images, rows, n_labels=len(human))
+    simulated = simulated_label_count(int(p.pair_id.split(":")[1]) for p in human)
+    return TrainingData(PairTable(human) + nat, images, rows, n_labels=len(human),
+                        n_simulated_labels=simulated)
 
 
 def fixed_split(pairs: PairTable, val_percent: int = 20, seed: int = 0) -> SubjectSplit:

@@ -51,7 +51,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = [
             "id", "kind", "number", "status", "is_prior", "sha256", "config", "metrics", "gate",
-            "parent", "training_run", "created", "promoted_at", "reliability_diagram_url",
+            "battery", "parent", "training_run", "created", "promoted_at", "reliability_diagram_url",
         ]
         read_only_fields = fields
 

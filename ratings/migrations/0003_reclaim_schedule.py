@@ -3,22 +3,7 @@ scheduler). Next-assignment calls also reclaim lazily; this covers idle campaign
 
 from django.db import migrations
 
-TASK_NAME = "ratings: reclaim expired holds"
-
-
-def add_schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
-    PeriodicTask.objects.get_or_create(
-        name=TASK_NAME,
-        defaults={"task": "ratings.tasks.reclaim_expired_holds", "interval": every,
-                  "queue": "cpu"},
-    )
-
-
-def remove_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=TASK_NAME).delete()
+from deidplatform.migration_ops import interval_task
 
 
 class Migration(migrations.Migration):
@@ -27,4 +12,5 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(add_schedule, remove_schedule)]
+    operations = [interval_task("ratings: reclaim expired holds",
+                                "ratings.tasks.reclaim_expired_holds", every=60, period="seconds")]

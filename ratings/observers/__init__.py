@@ -88,3 +88,14 @@ def judge(observer: Observer, source: np.ndarray, output: np.ndarray,
     if not np.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ObserverError(f"observer {observer!r} returned {value!r}, outside [0, 1]")
     return value
+
+
+def observer_judge(observer: Observer, seed: int = 0) -> Callable[..., np.ndarray]:
+    """The observer as a perceptual-battery judge (:mod:`models_app.vision.battery`):
+    ``score(sources, outputs) -> P(same)`` per pair, each checked by :func:`judge`."""
+    rng = np.random.default_rng(seed)
+
+    def score(sources, outputs) -> np.ndarray:
+        return np.array([judge(observer, s, o, rng) for s, o in zip(sources, outputs, strict=True)])
+
+    return score

@@ -14,6 +14,7 @@ from django.utils import timezone
 from deidplatform.celery import UPDATE_CAMPAIGN_LABELS, enqueue_on_commit, send_now
 
 from .. import aggregation, selectors
+from ..locking import lock_label_update
 from ..models import Campaign, PairLabel, Rater
 
 
@@ -51,14 +52,15 @@ def recompute_labels(
 ) -> dict[str, Any]:
     """Aggregate judgments of raters in good standing into PairLabels, reliabilities and α."""
     Campaign.objects.filter(pk=campaign_id).update(labels_pending=False)
-    rows = selectors.judgment_triples(campaign_id)
-    result = aggregation.aggregate(rows, method=method)
-    now = timezone.now()
-    counts = dict(
-        selectors.label_judgments(campaign_id)  # the same judgments the labels come from
-        .values_list("pair_id").annotate(n=Count("pk")).values_list("pair_id", "n")
-    )
     with transaction.atomic():
+        lock_label_update(campaign_id)  # one recomputation of a campaign at a time
+        rows = selectors.judgment_triples(campaign_id)
+        result = aggregation.aggregate(rows, method=method)
+        now = timezone.now()
+        counts = dict(
+            selectors.label_judgments(campaign_id)  # the same judgments the labels come from
+            .values_list("pair_id").annotate(n=Count("pk")).values_list("pair_id", "n")
+        )
         existing = {pl.pair_id: pl for pl in PairLabel.objects.filter(pair__campaign_id=campaign_id)}
         new, changed = [], []
         for pair_id, score in result.score_a.items():

@@ -56,7 +56,7 @@ def submit_judgment(
             Pair.objects.filter(pk=Subquery(
                 Assignment.objects.filter(public_id=assignment_public_id, rater_id=rater.pk)
                 .values("pair_id")[:1]
-            )).select_for_update(of=("self",)).first()
+            )).select_for_update(of=("self",), no_key=True).first()
         )
         if pair is None:
             # Same answer for "someone else's" and "no such": do not confirm it exists.

@@ -50,7 +50,7 @@ BEGIN
         SELECT pp.* INTO p FROM ratings_pair pp WHERE pp.id = (
             SELECT aa.pair_id FROM ratings_assignment aa
             WHERE aa.public_id = p_assignment AND aa.rater_id = r.id LIMIT 1)
-            FOR UPDATE OF pp;
+            FOR NO KEY UPDATE OF pp;
         IF NOT FOUND THEN  -- 404 from the Python path
             RETURN jsonb_build_object('outcome', 'fallback', 'campaign_id', c.id);
         END IF;
@@ -141,7 +141,7 @@ BEGIN
                                             AND x.state <> 'expired')
                         ORDER BY pp.taken DESC, pp.id
                         LIMIT 1
-                        FOR UPDATE OF pp SKIP LOCKED)
+                        FOR NO KEY UPDATE OF pp SKIP LOCKED)
                     RETURNING id, kind INTO v_pid, v_kind;
                     IF v_pid IS NULL AND v_held = 0 THEN
                         -- Every candidate locked (or none left) and no pair lock held yet:

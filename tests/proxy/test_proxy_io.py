@@ -93,3 +93,27 @@ def test_rejects_non_finite_and_mismatched_weights(model, tmp_path):
     blob = proxy_to_bytes(bigger).replace(b'\\"hidden\\": 32', b'\\"hidden\\": 16')
     with pytest.raises(CorruptModelError):
         load_proxy(blob)
+
+
+def test_a_version_saved_before_the_colour_options_loads_as_rgb(tmp_path):
+    """Stored configs without ``colour``/``mirror_symmetric`` are the first versions: they
+    saw RGB, unmirrored, and must load (and score) as they were trained."""
+    import json
+
+    from safetensors import safe_open
+
+    from models_app.proxy.config import ProxyConfig
+
+    torch.manual_seed(0)
+    old = HumanProxy(ProxyConfig(colour="rgb", mirror_symmetric=False)).eval()
+    path = tmp_path / "old.safetensors"
+    save_proxy(old, path)
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    for k in ("colour", "mirror_symmetric"):
+        config.pop(k)
+    save_file(tensors, str(path), metadata={**meta, "config": json.dumps(config)})
+    loaded = load_proxy(path)
+    assert loaded.config.colour == "rgb" and loaded.config.mirror_symmetric is False
+    assert ProxyConfig().colour == "luminance" and ProxyConfig().mirror_symmetric is True

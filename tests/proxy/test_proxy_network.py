@@ -180,3 +180,40 @@ def test_real_lfw_faces(model):
         atol=1e-5,
         rtol=1e-5,
     )
+
+
+def _recoloured(x: torch.Tensor) -> torch.Tensor:
+    """Hue rotated 120° keeping BT.601 luminance, as the battery does (float, unclipped)."""
+    from models_app.vision.battery import _FROM_YIQ, _TO_YIQ
+
+    to, back = torch.tensor(_TO_YIQ, dtype=x.dtype), torch.tensor(_FROM_YIQ, dtype=x.dtype)
+    t = np.deg2rad(120)
+    rot = torch.tensor([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]],
+                       dtype=x.dtype)
+    return torch.einsum("ij,njhw->nihw", back @ rot @ to, x)
+
+
+def test_default_proxy_sees_luminance_so_hue_earns_nothing(contexts):
+    torch.manual_seed(0)
+    lum = HumanProxy().eval()
+    torch.manual_seed(0)
+    rgb = HumanProxy(ProxyConfig(colour="rgb")).eval()
+    src, out = contexts[:2], contexts[2:]
+    with torch.no_grad():
+        torch.testing.assert_close(lum(src, _recoloured(out)), lum(src, out), atol=1e-4, rtol=0)
+        moved = (rgb(src, _recoloured(out), branch="appearance")
+                 - rgb(src, out, branch="appearance")).abs().max()
+    assert moved > 1e-3  # the RGB branch does read hue: the option is what makes the difference
+
+
+def test_mirror_symmetric_appearance_ignores_mirroring(model, contexts):
+    src, out = contexts[:2], contexts[2:]
+    with torch.no_grad():
+        p = model(src, out, branch="appearance")
+        q = model(src, out.flip(-1), branch="appearance")
+    torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
+
+
+def test_unknown_colour_is_refused():
+    with pytest.raises(ValueError, match="colour must be one of"):
+        ProxyConfig(colour="hsv")

@@ -220,6 +220,29 @@ def test_two_jobs_with_the_same_output_both_finish(source, proxy):
     assert a.output_id is not None and b.output_id is None
     assert b.final_detail["same_output_as_job"] == str(a.pk)
     assert FaceImage.objects.filter(kind="output").count() == 1
+    # What the result rests on, why it stopped, and whether the output's face colour is one
+    # a photograph has.
+    assert a.final_detail["success_basis"] == "prior_proxy"
+    assert a.final_detail["stop_detail"] and isinstance(a.final_detail["naturalness"]["natural"], bool)
+    assert set(a.final_detail["naturalness"]) >= {"a_mean", "b_mean", "l_spread", "outside"}
+
+
+def test_success_basis_and_stop_detail_say_what_a_verdict_rests_on():
+    from types import SimpleNamespace as V
+
+    from models_app.jobs.serializers import VERDICTS
+
+    assert runner.success_basis(None) == "prior_proxy"
+    assert runner.success_basis(V(is_prior=True, metrics={})) == "prior_proxy"
+    assert runner.success_basis(V(is_prior=False, metrics={"simulated_labels": 3})) == (
+        "proxy_trained_on_simulated_judgments")
+    assert runner.success_basis(V(is_prior=False, metrics={"simulated_labels": 0})) == (
+        "proxy_trained_on_peoples_judgments")
+    assert "says little about people" in VERDICTS["prior_proxy"]
+    assert "no face found again" in runner.stop_detail("success", False, None, 0.6)
+    assert "0.5 < τB 0.6" in runner.stop_detail("success", True, 0.5, 0.6)
+    assert runner.stop_detail("success", True, 0.7, 0.6).endswith("confirmed on the saved photo")
+    assert runner.stop_detail("max_iterations", True, 0.7, 0.6) == "the iteration budget ran out"
 
 
 @pytest.mark.django_db
