@@ -26,8 +26,9 @@ migrate: install
 run: migrate
 	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start
 
+# Non-interactive when DJANGO_SUPERUSER_USERNAME (and _PASSWORD, _EMAIL) are set.
 superuser: migrate
-	$(BIN)/python manage.py createsuperuser
+	$(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_USERNAME),--noinput)
 
 test: install
 	$(BIN)/ruff check .

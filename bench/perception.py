@@ -30,6 +30,9 @@ from models_app.vision.battery import BatteryCase, run_battery
 from ratings.observers import SHIPPED, load_observer, observer_judge
 
 BATTERY_FOLDS = [8, 9]
+# The platform's proxy architecture before this battery existed (an RGB appearance branch,
+# unmirrored; what a stored config without these keys loads as) and after (the defaults).
+ARCHITECTURES = {"before": {"colour": "rgb", "mirror_symmetric": False}, "after": {}}
 QUICK = {"pairs_per_fold": 20, "faces": 12, "cache": "/tmp/perception_bench_quick",
          "proxy_cache": ""}
 
@@ -63,8 +66,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/deid_bench"))
     ap.add_argument("--proxy-cache", default=str(PROXY_CACHE),
                     help="the proxy benchmark's cache, read for context crops ('': none)")
-    ap.add_argument("--proxy-config", default="{}",
-                    help="ProxyConfig fields (JSON) for both proxies (a candidate architecture)")
+    ap.add_argument("--proxy-configs", default=json.dumps(ARCHITECTURES),
+                    help="name -> ProxyConfig fields (JSON); each gets a loop and a held-out "
+                    "proxy (default: the platform's proxy before and after issue 13)")
     ap.add_argument("--observer", action="append", default=None,
                     help="short name or package.module:callable (repeatable; default: shipped)")
     ap.add_argument("--threads", type=int, default=2)
@@ -79,14 +83,16 @@ def main() -> None:
     proxy_cache = Path(args.proxy_cache) if args.proxy_cache else None
     folds = lfw_folds(args.lfw, args.pairs_per_fold)
     kw = {"all_folds": folds, "pairs_per_fold": args.pairs_per_fold, "proxy_cache": proxy_cache}
-    proxy_config = json.loads(args.proxy_config)
+    architectures = json.loads(args.proxy_configs)
     cases = battery_cases(folds, args.lfw, args.faces, proxy_cache)
     log(f"battery: {len(cases)} faces (View-2 folds {BATTERY_FOLDS})")
 
     judges = {}
-    for name, folds_, seed in (("loop", LOOP_FOLDS, 1), ("heldout", HELDOUT_FOLDS, 2)):
-        model, _info = ensure_proxy(name, folds_, seed, args.lfw, args.cache, proxy_config, **kw)
-        judges[f"proxy_{name}"] = proxy_judge(model)
+    for arch, proxy_config in architectures.items():
+        for name, folds_, seed in (("loop", LOOP_FOLDS, 1), ("heldout", HELDOUT_FOLDS, 2)):
+            model, _info = ensure_proxy(name, folds_, seed, args.lfw, args.cache, proxy_config,
+                                        **kw)
+            judges[f"proxy_{name}_{arch}"] = proxy_judge(model)
     for name in args.observer or list(SHIPPED):
         judges[f"observer_{name}"] = observer_judge(load_observer(name))
 
@@ -101,7 +107,7 @@ def main() -> None:
             f"effects={ {k: v['mean_drop'] for k, v in res['effects'].items()} } "
             f"({res['seconds']} s)")
     out = {"bench": "perception", "machine": machine(), "faces": len(cases),
-           "proxy_config": proxy_config, "judges": results}
+           "proxy_configs": architectures, "judges": results}
     if args.naturalness:
         out["naturalness_percentiles"] = face_colour_percentiles(folds, args, proxy_cache)
     emit(out)

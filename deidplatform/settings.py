@@ -7,11 +7,16 @@ Production: set ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis o
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+# face_recognition_models (dlib's weights) imports pkg_resources, which warns on every
+# process start; setuptools is pinned below 81, where it still exists.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -58,6 +63,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "models_app",
     "ratings",
@@ -217,6 +223,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Face de-identification with people in the loop.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files from drf-spectacular-sidecar (pinned, served as static files):
+    # the docs load with no network, unlike the default CDN's unpinned @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Every operation documents its error answers (deidplatform/schema.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -296,7 +307,13 @@ LOGGING = {
 # page asks for fresh URLs with each next-assignment call.
 RATINGS_IMAGE_URL_MAX_AGE = env_int("RATINGS_IMAGE_URL_MAX_AGE", 300)
 # FaceImage.Kind and Pair.Kind are both "kind": give the pair's enum its own schema name.
-SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["PairKindEnum"] = "ratings.models.Pair.Kind"
+# Likewise every other "kind" and "status" that shares a name (a collision is a warning in
+# every schema build otherwise).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update({
+    "PairKindEnum": "ratings.models.Pair.Kind",
+    "ModelKindEnum": "models_app.training.models.ModelKind",
+    "DeidJobStatusEnum": "models_app.jobs.models.DeidJob.Status",
+})
 
 # Rater binding (ratings/binding.py): the browser of a participant's first entry keeps a
 # signed, HttpOnly cookie; only that browser may act as that participant afterwards.

@@ -1,8 +1,14 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.urls import include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: sign-in when signed out; the operator's ways in when signed in."""
+    return render(request, "home.html")
 
 
 def healthz(request):
@@ -34,6 +40,7 @@ handler500 = server_error
 
 
 urlpatterns = [
+    path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

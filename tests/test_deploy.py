@@ -88,3 +88,17 @@ def test_secret_key_required_when_debug_is_off(tmp_path):
     p = _settings_json({"DEID_DATA_DIR": str(tmp_path)})
     assert p.returncode != 0
     assert "SECRET_KEY must be set" in p.stderr
+
+
+def test_make_run_starts_one_worker_per_queue_quietly():
+    """cpu work (labels, rounds) must not queue behind de-identification jobs, and the dev
+    log shows warnings unless asked for more."""
+    procs = dict(line.split(":", 1) for line in (REPO / "Procfile.dev").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    workers = {name: cmd for name, cmd in procs.items() if " worker " in cmd}
+    queues = sorted(cmd.split("-Q ", 1)[1].split()[0] for cmd in workers.values())
+    assert queues == ["cpu", "gpu"]  # two processes, one queue each
+    assert all("-l ${CELERY_LOG_LEVEL:-warning}" in cmd for name, cmd in procs.items()
+               if "celery" in cmd)
+    names = [cmd.split("-n ", 1)[1].split()[0] for cmd in workers.values()]
+    assert len(set(names)) == 2  # distinct node names on one host

@@ -179,6 +179,11 @@ class BatteryCase:
 ScoreFn = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
 def run_battery(
     score: ScoreFn,
     cases: Sequence[BatteryCase],
@@ -209,12 +214,16 @@ def run_battery(
     invariance: dict[str, dict] = {}
     failed: list[str] = []
     for name, variant in INVARIANCE.items():
-        delta = np.abs(probs([variant(c.target, rng) for c in cases]) - base)
+        changed = probs([variant(c.target, rng) for c in cases])
+        delta = np.abs(changed - base)
         ok = bool(delta.mean() <= tolerance)
         invariance[name] = {
             "mean_abs_change": round(float(delta.mean()), 4),
             "p90_abs_change": round(float(np.quantile(delta, 0.9)), 4),
             "share_within_tolerance": round(float(np.mean(delta <= tolerance)), 4),
+            # In log-odds: a judge sure of "same" (P near 1) hides changes in P that an
+            # attack can still use; this figure shows them.
+            "mean_abs_logit_change": round(float(np.mean(np.abs(_logit(changed) - _logit(base)))), 4),
             "passed": ok,
         }
         if not ok:

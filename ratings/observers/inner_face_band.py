@@ -42,8 +42,8 @@ _MASK = ellipse(SIZE, _OFF + 0.5 * FACE_WIDTH, _OFF + 0.52 * FACE_WIDTH,
 # P(same) = logistic(SLOPE * similarity + INTERCEPT), fitted by maximum likelihood on
 # natural LFW View-2 pairs (whole photos) with
 #   .venv/bin/python -m bench.observers --fit   (100 pairs: 5 + 5 per fold)
-SLOPE = 7.416
-INTERCEPT = -1.873
+SLOPE = 7.637
+INTERCEPT = -2.106
 
 
 def _bands(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,16 +56,20 @@ def similarity(source: np.ndarray, output: np.ndarray) -> float:
     """Best match (−1…1) over small shifts of the inner faces' band-passed luminance:
     ``FINE_WEIGHT`` × the 8–16 c/fw correlation + the rest × the 2–6 c/fw one. The coarse
     term keeps the polarity (a negative can't line up its fine ripples half a period off),
-    and a maximum, unlike an argmax, moves only a little when the pixels do."""
+    and a maximum, unlike an argmax, moves only a little when the pixels do. The output is
+    also matched mirrored, and the better orientation counts."""
     ca, fa = _bands(check_image(source, "source"))
     cb, fb = _bands(check_image(output, "output"))
     ref_c, ref_f = ca[SEARCH:-SEARCH, SEARCH:-SEARCH], fa[SEARCH:-SEARCH, SEARCH:-SEARCH]
     best = -1.0
-    for dy in range(-SEARCH, SEARCH + 1):
-        for dx in range(-SEARCH, SEARCH + 1):
-            fine = correlation(ref_f, shifted(fb, dy, dx, SEARCH), _MASK)
-            coarse = correlation(ref_c, shifted(cb, dy, dx, SEARCH), _MASK)
-            best = max(best, FINE_WEIGHT * fine + (1 - FINE_WEIGHT) * coarse)
+    # Either way round: people ignore mirroring (the aligned frame is left-right symmetric,
+    # so flipping it is the frame of the mirrored photo).
+    for cbm, fbm in ((cb, fb), (cb[:, ::-1], fb[:, ::-1])):
+        for dy in range(-SEARCH, SEARCH + 1):
+            for dx in range(-SEARCH, SEARCH + 1):
+                fine = correlation(ref_f, shifted(fbm, dy, dx, SEARCH), _MASK)
+                coarse = correlation(ref_c, shifted(cbm, dy, dx, SEARCH), _MASK)
+                best = max(best, FINE_WEIGHT * fine + (1 - FINE_WEIGHT) * coarse)
     return best
 
 

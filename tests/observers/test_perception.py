@@ -1,10 +1,12 @@
 """What people ignore, each shipped observer must ignore too, on real LFW faces: a hue
 rotation or a gross recolouring that keeps luminance, noise of ≤ 4 grey levels, JPEG at
-quality 70 and a 2-pixel shift each move P(same) by less than 0.05; a negative image must
+quality 70 and a 2-pixel shift each move P(same) by less than 0.05 (mirroring: on average); a negative image must
 read as strongly different. Measured on natural LFW pairs (a, b) against (a, T(b)), where
 P(same) is mid-range and moves most, not on saturated same-image pairs."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -47,6 +49,9 @@ CHANGES = {
     "JPEG quality 70": lambda x, rng: T.jpeg(x, 70),
     "2-px shift": lambda x, rng: T.shift(x, 2, -2),
 }
+# Mirroring is the battery's item (models_app.vision.battery): its bound is on the mean over
+# faces (one pair of 12 moves 0.059: the mirrored photo's own landmarks differ by a pixel).
+MEAN_ONLY = {"mirroring": lambda x, rng: T.mirror(x)}
 
 
 @pytest.mark.slow
@@ -58,7 +63,11 @@ def test_changes_people_ignore_move_p_same_by_less_than_the_bound(name, lfw_pair
     for change, f in CHANGES.items():
         deltas = [abs(observe(a, f(b, rng), rng) - observe(a, b, rng)) for a, b in lfw_pairs]
         worst[change] = (float(np.mean(deltas)), float(np.max(deltas)))
-    assert all(mx < BOUND for _, mx in worst.values()), worst
+    for change, f in MEAN_ONLY.items():
+        deltas = [abs(observe(a, f(b, rng), rng) - observe(a, b, rng)) for a, b in lfw_pairs]
+        worst[change] = (float(np.mean(deltas)), float(np.max(deltas)))
+    assert all(worst[c][1] < BOUND for c in CHANGES), json.dumps(worst)
+    assert all(worst[c][0] < BOUND for c in MEAN_ONLY), json.dumps(worst)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
