@@ -294,6 +294,8 @@ DEID_ROUND_LEASE_S = env_int("DEID_ROUND_LEASE_S", 600)
 DEID_BATTERY_FACES = env_int("DEID_BATTERY_FACES", 50)
 DEID_BATTERY_TOLERANCE = float(os.environ.get("DEID_BATTERY_TOLERANCE", "0.05"))
 DEID_BATTERY_GATE = env_bool("DEID_BATTERY_GATE", True)
+# Fewer held-out pairs than this: the version's metrics and gate carry a warning.
+DEID_MIN_HELD_OUT_PAIRS = env_int("DEID_MIN_HELD_OUT_PAIRS", 200)
 
 LOGGING = {
     "version": 1,

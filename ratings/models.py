@@ -108,6 +108,21 @@ class Campaign(models.Model):
     class Meta:
         ordering = ["-created"]
 
+    def active_text_errors(self) -> dict[str, str]:
+        """An active campaign shows raters its instructions and asks their consent: neither
+        may be empty then (field -> reason)."""
+        if self.status != self.Status.ACTIVE:
+            return {}
+        return {f: "must not be empty while the campaign is active"
+                for f in ("instructions", "consent_text") if not getattr(self, f).strip()}
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        super().clean()
+        if errors := self.active_text_errors():
+            raise ValidationError(errors)
+
     def __str__(self) -> str:
         return self.name
 

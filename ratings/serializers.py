@@ -42,6 +42,12 @@ class CampaignSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"gold_rate": "gold_rate + attention_rate must be at most 1."}
             )
+        probe = Campaign(**{
+            f: attrs.get(f, getattr(self.instance, f, Campaign._meta.get_field(f).default))
+            for f in ("status", "instructions", "consent_text")
+        })
+        if errors := probe.active_text_errors():
+            raise serializers.ValidationError(errors)
         return attrs
 
 

@@ -10,6 +10,7 @@ exact tie (0.5) are left out of the majority-based metrics, since there is no ma
 from __future__ import annotations
 
 import io
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,29 @@ def roc_auc(probs, labels, weights=None) -> float:
     neg = np.bincount(inv, weights=w * ~y, minlength=len(scores))
     below = np.cumsum(neg) - neg  # negative weight strictly below each score
     return float(np.sum(pos * (below + 0.5 * neg)) / (wp * wn))
+
+
+def auc_interval(
+    probs, labels, weights=None, n_boot: int = 500, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of :func:`roc_auc` over pairs (resampled with their
+    weights); None when fewer than two pairs of each class. Pairs share subjects, so this
+    is narrower than a subject-level interval would be: a floor on the uncertainty."""
+    p, y = _arr(probs), _arr(labels) > 0.5
+    w = _weights(weights, len(p))
+    if y.sum() < 2 or (~y).sum() < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(p), len(p))
+        a = roc_auc(p[i], y[i], w[i])
+        if not math.isnan(a):
+            stats.append(a)
+    if not stats:
+        return None
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def accuracy(probs, labels, weights=None, threshold: float = 0.5) -> float:
@@ -289,6 +313,7 @@ def evaluate_probs(probs, targets, weights=None, n_bins: int = 10) -> dict:
         "n": int(len(p)),
         "n_majority": int(m.sum()),
         "auc": roc_auc(p[m], lab[m], w[m]),
+        "auc_ci95": auc_interval(p[m], lab[m], w[m]),
         "accuracy": accuracy(p[m], lab[m], w[m]),
         "brier": brier(p[m], lab[m], w[m]),
         "brier_soft": brier(p, t, w),

@@ -186,6 +186,15 @@ def execute_training_run(run_id: str) -> dict:
         "labels": data.n_labels, "simulated_labels": data.n_simulated_labels,
         "warm_start": warm,
     }
+    # A tiny held-out set can show AUC 1.0 and mean nothing: say so beside the figures.
+    subjects = len(split.test)
+    if len(held_out) < settings.DEID_MIN_HELD_OUT_PAIRS:
+        ci = cand_metrics.get("auc_ci95")
+        metrics["warnings"] = [
+            f"held-out set too small to mean much: {len(held_out)} pairs of {subjects} "
+            f"subjects (fewer than {settings.DEID_MIN_HELD_OUT_PAIRS}); AUC 95 % interval "
+            + (f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "undefined")
+        ]
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if run.status != TrainingRun.Status.RUNNING or run.claim != claim:
@@ -196,7 +205,8 @@ def execute_training_run(run_id: str) -> dict:
             config={"proxy": result.model.config.to_dict(), "train": result.config,
                     "run": {k: v for k, v in cfg.items() if k != "train"}},
             metrics=json_safe(metrics), is_prior=bool(result.model.meta.prior), parent=incumbent,
-            training_run=run, diagram_png=diagram, gate=json_safe(decision.as_dict()),
+            training_run=run, diagram_png=diagram,
+            gate=json_safe({**decision.as_dict(), "warnings": metrics.get("warnings", [])}),
             battery=json_safe(battery) if battery else None,
         )
         if not decision.passed:

@@ -91,3 +91,40 @@ def test_mouse_and_blocked_rater_page(live_server, page):
     assert rater.blocked and rater.blocked_reason == "attention"
     page.goto(f"{live_server.url}/rate/{campaign.slug}/")  # coming back: still the polite page
     assert page.locator("#blocked").is_visible()
+
+
+def test_small_things_copy_button_key_labels_and_no_key_hints_on_phones(live_server, browser):
+    """The completion code copies with one click; the pressed answer's key label stays
+    readable; a touch phone shows no keyboard hints."""
+    campaign = make_campaign(judgments_per_pair=1, min_response_ms=1, consent_text="")
+    imgs = make_images(4)
+    add_pairs(campaign, 1, images=imgs)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/rate/{campaign.slug}/?PROLIFIC_PID=SMALL1&STUDY_ID=S&SESSION_ID=X")
+    current_assignment(page, None)
+    page.keyboard.press("f")
+    colours = page.evaluate(
+        "() => { const b = document.getElementById('ans-same'), k = b.querySelector('kbd');"
+        " return [getComputedStyle(b).backgroundColor, getComputedStyle(k).color,"
+        " getComputedStyle(k).backgroundColor, b.getAttribute('aria-pressed')]; }")
+    assert colours[3] == "true"
+    assert colours[1] != colours[2]  # the key label's text is not the colour of its box
+    page.keyboard.press("4")
+    page.wait_for_url(f"**/rate/{campaign.slug}/done")
+    page.click("#copy-code")
+    page.wait_for_function("() => document.getElementById('copy-status').textContent !== ''")
+    assert page.evaluate("() => navigator.clipboard.readText()") == campaign.completion_code
+    context.close()
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True, device_scale_factor=3)
+    p2 = phone.new_page()
+    add_pairs(campaign, 1, images=imgs)
+    p2.goto(f"{live_server.url}/rate/{campaign.slug}/?PROLIFIC_PID=PHONE1&STUDY_ID=S&SESSION_ID=X")
+    current_assignment(p2, None)
+    assert not p2.locator(".key-hints").is_visible()
+    assert not p2.locator("#ans-same kbd").is_visible()
+    assert p2.locator("#ans-same").is_visible()
+    phone.close()

@@ -94,3 +94,21 @@ def test_gate_rule_and_json_safe():
         "a": [None, 1.5],
         "b": 2,
     }
+
+
+def test_auc_interval_narrows_with_more_pairs_and_needs_both_classes():
+    from models_app.proxy.metrics import auc_interval, roc_auc
+
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = rng.random(n) < 0.5
+        return np.clip(0.5 + 0.2 * (y - 0.5) + rng.normal(0, 0.3, n), 0, 1), y
+
+    p_small, y_small = sample(20)
+    p_big, y_big = sample(2000)
+    lo_s, hi_s = auc_interval(p_small, y_small)
+    lo_b, hi_b = auc_interval(p_big, y_big)
+    assert lo_b <= roc_auc(p_big, y_big) <= hi_b
+    assert (hi_s - lo_s) > 2 * (hi_b - lo_b)
+    assert auc_interval([0.1, 0.9, 0.8], [0, 1, 1]) is None  # one negative only

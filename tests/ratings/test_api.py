@@ -181,9 +181,15 @@ def test_staff_endpoints_refuse_raters_and_anonymous(setup):
 
 
 def test_staff_creates_campaign_and_pairs_in_bulk(staff_client):
-    r = staff_client.post("/api/ratings/campaigns/", {
-        "name": "Study 1", "slug": "study-1", "status": "active", "judgments_per_pair": 3,
-        "gold_rate": 0.1, "attention_rate": 0.05}, content_type="application/json")
+    body = {"name": "Study 1", "slug": "study-1", "status": "active", "judgments_per_pair": 3,
+            "gold_rate": 0.1, "attention_rate": 0.05}
+    # An active campaign must tell raters what to do and ask their consent.
+    r = staff_client.post("/api/ratings/campaigns/", body, content_type="application/json")
+    assert r.status_code == 400
+    assert {e["field"] for e in r.json()["errors"]} == {"instructions", "consent_text"}
+    r = staff_client.post("/api/ratings/campaigns/", {**body, "instructions": "Same person?",
+                                                      "consent_text": "I agree."},
+                          content_type="application/json")
     assert r.status_code == 201, r.content
     cid = r.json()["id"]
     assert r.json()["rater_url"] == "/rate/study-1/"
@@ -245,3 +251,19 @@ def test_no_work_and_done_pages(rater_client):
     assert b"https://example.org/complete?cc=X" in page.content
     draft = make_campaign(status="draft")
     assert Client().get(f"/rate/{draft.slug}/?PROLIFIC_PID=X1").status_code == 404
+
+
+@pytest.mark.django_db
+def test_admin_form_refuses_an_active_campaign_without_texts(admin_client):
+    r = admin_client.post("/admin/ratings/campaign/add/", {
+        "name": "S", "slug": "s-admin", "status": "active", "instructions": " ",
+        "consent_text": "", "judgments_per_pair": 3, "gold_rate": 0, "attention_rate": 0,
+        "qualification_size": 0, "pass_mark": 0.8, "attention_failures_allowed": 1,
+        "min_response_ms": 0, "hold_timeout_s": 600, "rater_quota": 0,
+    })
+    assert r.status_code == 200  # the form again, with the errors
+    errors = r.context["adminform"].form.errors
+    assert set(errors) >= {"instructions", "consent_text"}
+    from ratings.models import Campaign
+
+    assert not Campaign.objects.filter(slug="s-admin").exists()

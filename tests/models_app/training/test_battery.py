@@ -129,6 +129,11 @@ def test_an_rgb_incumbent_is_not_warm_started(labelled):
     assert out["status"] == "succeeded"
     v = ModelVersion.objects.get(training_run_id=run.pk)
     assert v.metrics["warm_start"] is False
+    # 12 subjects leave a handful of held-out pairs: the version says so, with an interval.
+    warning = v.metrics["warnings"][0]
+    assert "too small" in warning and f"{v.metrics['n_held_out']} pairs" in warning
+    assert v.gate["warnings"] == v.metrics["warnings"]
+    assert "auc_ci95" in v.metrics["held_out"]
     assert v.config["proxy"]["colour"] == "luminance" and v.config["proxy"]["mirror_symmetric"]
     # With an incumbent of the current architecture, the next run continues it.
     if v.status != "promoted":
