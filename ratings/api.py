@@ -81,6 +81,10 @@ def _stream(rows: Iterator[dict[str, Any]], fields: list[str], fmt: str) -> Iter
 class GoldPairsSerializer(serializers.Serializer):
     n_same = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
     n_different = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    n_attention = serializers.IntegerField(
+        min_value=0, max_value=10_000, default=0,
+        help_text="Attention checks: one source shown twice (the answer is obvious).",
+    )
     seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, default=0)
     images = serializers.ListField(
         child=serializers.UUIDField(), required=False, max_length=10_000,
@@ -130,13 +134,15 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], url_path="gold-pairs")
     def gold_pairs(self, request: Request, pk: str | None = None) -> Response:
         """Add known-answer pairs: a source against a jittered copy (gold_same), two subjects
-        (gold_different); from ``images`` or else the campaign's deid sources."""
+        (gold_different), a source twice (attention); from ``images`` or else the
+        campaign's deid sources."""
         campaign = self.get_object()
         body = GoldPairsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
         pairs = add_gold_pairs(
-            campaign, d.get("images") or None, n_same=d["n_same"], n_different=d["n_different"], seed=d["seed"]
+            campaign, d.get("images") or None, n_same=d["n_same"], n_different=d["n_different"],
+            n_attention=d["n_attention"], seed=d["seed"],
         )
         return Response(PairOutSerializer(pairs, many=True).data, status=status.HTTP_201_CREATED)
 

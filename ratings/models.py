@@ -196,6 +196,9 @@ class Rater(models.Model):
     external_id = models.CharField(max_length=128, blank=True, default="")
     external_meta = models.JSONField(default=dict, blank=True)
     consented_at = models.DateTimeField(null=True, blank=True)
+    # When the rater was shown the completion code: from then on they are done for good
+    # (coming back to the link shows the same code, not more pairs).
+    finished_at = models.DateTimeField(null=True, blank=True)
     qualified = models.BooleanField(default=False)
     blocked = models.BooleanField(default=False)
     blocked_reason = models.CharField(max_length=32, blank=True, default="")

@@ -150,6 +150,8 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "ratings/no_work.html", {"campaign": campaign, "closed": True})
     if campaign.consent_text and rater.consented_at is None:
         return render(request, "ratings/consent.html", {"campaign": campaign})
+    if rater.finished_at is not None:  # done for good: the same code again
+        return render(request, "ratings/done.html", {"campaign": campaign})
     progress = selectors.rater_progress(rater, campaign)
     config = {
         "next_url": reverse("ratings:api-next", args=[campaign.slug]),
@@ -181,8 +183,11 @@ def done(request: HttpRequest, slug: str) -> HttpResponse:
     rater = _page_rater(request, campaign)
     if isinstance(rater, HttpResponse):
         return rater
+    if rater.finished_at is not None:
+        return render(request, "ratings/done.html", {"campaign": campaign})
     result = services.next_assignments(rater.pk, holds=0)
     if result.status == "finished":
+        services.record_finished(rater)
         return render(request, "ratings/done.html", {"campaign": campaign})
     if result.status in ("no_work", "closed"):
         return render(request, "ratings/no_work.html", {"campaign": campaign})

@@ -21,6 +21,7 @@ from .raters import (
     block_rater,
     get_or_create_rater,
     record_consent,
+    record_finished,
     release_blocked_rater,
     unblock_rater,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "recompute_labels",
     "reclaim_expired_holds",
     "record_consent",
+    "record_finished",
     "release_blocked_rater",
     "submit_judgment",
     "unblock_rater",

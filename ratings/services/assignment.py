@@ -134,6 +134,8 @@ def next_locked(rater: Rater, holds: int, now: datetime, *, held: int) -> NextRe
         return NextResult("closed", rater=rater)
     if campaign.consent_text and rater.consented_at is None:
         return NextResult("consent_required", rater=rater)
+    if rater.finished_at is not None:  # given the completion code: done for good
+        return NextResult("finished", rater=rater)
     open_holds = list(
         rater.assignments.filter(state=Assignment.State.ISSUED).order_by("issued", "pk")
     )

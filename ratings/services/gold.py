@@ -55,6 +55,7 @@ def add_gold_pairs(
     *,
     n_same: int,
     n_different: int,
+    n_attention: int = 0,
     seed: int = 0,
 ) -> list[Pair]:
     """Add known-answer pairs to a campaign, deterministically by ``seed`` for a given set
@@ -62,10 +63,14 @@ def add_gold_pairs(
     stored as an output image whose parent is the source, with its own detection, chip and
     landmarks; a source whose copy loses its face is skipped for the next) and
     ``n_different`` gold_different pairs (two sources of different subjects, each unordered
-    pair once). Fewer pairs than asked come back when the sources do not allow more.
+    pair once), then ``n_attention`` attention checks (one source shown twice: obvious to
+    anyone paying attention). Fewer pairs than asked come back when the sources do not
+    allow more.
     ``sources``: images or their ids; None: the sources of the campaign's deid pairs."""
-    if n_same < 0 or n_different < 0:
-        raise AppError(INVALID, "Counts must be >= 0.", field="n_same" if n_same < 0 else "n_different")
+    for field, n in (("n_same", n_same), ("n_different", n_different),
+                     ("n_attention", n_attention)):
+        if n < 0:
+            raise AppError(INVALID, "Counts must be >= 0.", field=field)
     if sources is None:
         sources = FaceImage.objects.filter(
             pk__in=Pair.objects.filter(campaign=campaign, kind=Pair.Kind.DEID)
@@ -108,6 +113,9 @@ def add_gold_pairs(
                 continue
             seen.add(key)
             items.append({"image_a": a.pk, "image_b": b.pk, "kind": Pair.Kind.GOLD_DIFFERENT})
+        for k in rng.permutation(len(usable))[:n_attention]:
+            items.append({"image_a": usable[k].pk, "image_b": usable[k].pk,
+                          "kind": Pair.Kind.ATTENTION, "expected_same": True})
         return create_pairs(campaign, items)
 
 

@@ -85,6 +85,15 @@ def record_consent(rater: Rater) -> Rater:
     return rater
 
 
+def record_finished(rater: Rater) -> Rater:
+    """Note that the rater was given the completion code (once; the first time stays)."""
+    if rater.finished_at is None:
+        rater.finished_at = timezone.now()
+        Rater.objects.filter(pk=rater.pk, finished_at__isnull=True).update(
+            finished_at=rater.finished_at)
+    return rater
+
+
 def mark_blocked(rater: Rater, reason: str, now: datetime) -> None:
     """Set the block on the instance; the caller holds the rater's lock and saves it."""
     rater.blocked, rater.blocked_reason, rater.blocked_at = True, reason, now

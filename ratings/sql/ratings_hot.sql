@@ -39,8 +39,8 @@ BEGIN
         RETURN jsonb_build_object('outcome', 'fallback');
     END IF;
     SELECT * INTO c FROM ratings_campaign WHERE id = r.campaign_id;
-    -- Qualification, blocks, consent: the Python path (nothing written yet).
-    IF r.blocked OR NOT r.qualified
+    -- Qualification, blocks, consent, a finished rater: the Python path (nothing written yet).
+    IF r.blocked OR NOT r.qualified OR r.finished_at IS NOT NULL
        OR (c.consent_text <> '' AND r.consented_at IS NULL) THEN
         RETURN jsonb_build_object('outcome', 'fallback', 'campaign_id', c.id);
     END IF;

@@ -267,3 +267,27 @@ def test_admin_form_refuses_an_active_campaign_without_texts(admin_client):
     from ratings.models import Campaign
 
     assert not Campaign.objects.filter(slug="s-admin").exists()
+
+
+def test_all_done_is_final_with_the_same_code(rater_client):
+    """After the completion code, new work in the campaign is not served to that rater: the
+    link and the next call both say "finished", and the page shows the same code."""
+    campaign = make_campaign(judgments_per_pair=1, rater_quota=1)
+    imgs = make_images(4)
+    add_pairs(campaign, 1, images=imgs)
+    alice = rater_client(campaign, "DONE1")
+    open_page(alice, campaign)
+    a = next_(alice, campaign).json()["assignments"][0]
+    assert submit(alice, campaign, a["id"]).status_code == 201
+    assert next_(alice, campaign).json()["status"] == "finished"
+    done = alice.get(f"/rate/{campaign.slug}/done")
+    assert done.status_code == 200 and campaign.completion_code in done.content.decode()
+    # More work arrives, and the quota is lifted: a finished participant still is done.
+    Campaign.objects.filter(pk=campaign.pk).update(rater_quota=0)
+    add_pairs(campaign, 2, images=imgs)
+    again = alice.get(f"/rate/{campaign.slug}/")
+    assert again.status_code == 200 and campaign.completion_code in again.content.decode()
+    assert 'id="rater"' not in again.content.decode()  # no rating page
+    assert next_(alice, campaign).json()["status"] == "finished"
+    assert alice.get(f"/rate/{campaign.slug}/done").content.decode().count(
+        campaign.completion_code) == 1

@@ -98,3 +98,11 @@ def test_gold_pairs_api(staff_client, sources):
     assert r.status_code == 201 and r.json()[0]["kind"] == "gold_same"
     assert r.json()[0]["image_a"] == str(sources[0].pk)
     assert Pair.objects.filter(campaign=campaign).count() == 6
+    # Attention checks on request: a source twice, expected "same".
+    r = staff_client.post(url, {"n_attention": 2, "images": [str(s.pk) for s in sources]},
+                          content_type="application/json")
+    assert r.status_code == 201 and [p["kind"] for p in r.json()] == ["attention"] * 2
+    att = Pair.objects.filter(campaign=campaign, kind="attention")
+    assert att.count() == 2 and all(p.image_a_id == p.image_b_id and p.expected_same for p in att)
+    r = staff_client.post(url, {"n_attention": -1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "n_attention"
