@@ -63,3 +63,31 @@ def add_pairs(campaign: Campaign, n: int, kind: str = Pair.Kind.DEID, images=Non
             b = a  # identical images: the obvious answer is "same"
         items.append({"image_a": a.pk, "image_b": b.pk, "kind": kind})
     return create_pairs(campaign, items)
+
+
+def settle_label_updates(campaign: Campaign, timeout: float = 10.0) -> None:
+    """Let a label update that the test's judgments queued finish before the test's
+    teardown truncates the tables: a session worker (started by earlier worker tests) may be
+    recomputing labels right then, and TRUNCATE against its reads deadlocks. Waits until the
+    update has started (``labels_pending`` cleared), then for its transaction (the advisory
+    lock it holds). With no worker running nothing starts, and nothing needs waiting for."""
+    import time
+
+    from django.db import transaction
+
+    from deidplatform.celery import app
+    from ratings.locking import lock_label_update
+
+    if not Campaign.objects.filter(pk=campaign.pk, labels_pending=True).exists():
+        pass  # an update may still be running: wait for its lock below
+    elif not app.control.ping(timeout=0.5):
+        return  # no worker: nothing will start
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Campaign.objects.filter(pk=campaign.pk, labels_pending=True).exists():
+            break
+        time.sleep(0.1)
+    else:
+        return
+    with transaction.atomic():
+        lock_label_update(campaign.pk)
