@@ -65,6 +65,26 @@ def _fresh_process_caches():
 
 
 @pytest.fixture(autouse=True)
+def _settled_label_updates(request):
+    """Tests on a real (transactional) database end with a TRUNCATE. A label update that
+    their judgments queued may be running on the session's worker right then, and the two
+    deadlock: let it finish first (tests/ratings/factories.settle_label_updates)."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or any(
+        f in request.fixturenames for f in ("transactional_db", "live_server"))
+    if not transactional:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up first, so torn down after this
+    yield
+    from ratings.models import Campaign
+    from tests.ratings.factories import settle_label_updates
+
+    for campaign in Campaign.objects.all():  # pending, or recomputing right now
+        settle_label_updates(campaign)
+
+
+@pytest.fixture(autouse=True)
 def _private_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "private-media"
     settings.PRIVATE_MEDIA_ROOT = settings.MEDIA_ROOT

@@ -20,7 +20,7 @@ from ratings import services
 from ratings.models import Assignment, Judgment, Pair, Rater
 from ratings.services import assignment
 
-from .factories import add_pairs, make_campaign, make_images, settle_label_updates
+from .factories import add_pairs, make_campaign, make_images
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql",
@@ -28,17 +28,6 @@ pytestmark = [
     pytest.mark.rating_paths(),  # services called directly: the toggle never reaches them
 ]
 
-
-@pytest.fixture(autouse=True)
-def _settled_labels(request):
-    """Teardown truncates the tables: first let any label update the test queued finish."""
-    yield
-    if "transactional_db" in request.fixturenames or request.node.get_closest_marker(
-            "django_db") and request.node.get_closest_marker("django_db").kwargs.get("transaction"):
-        from ratings.models import Campaign
-
-        for campaign in Campaign.objects.all():
-            settle_label_updates(campaign)
 
 
 def make_raters(campaign, n, prefix="r"):
