@@ -81,7 +81,7 @@ class HumanProxyScorer(_LogitScorer):
         chip) given, as ``DlibResNet.features`` returns them. A proxy that sees luminance
         only needs its own CFRU pass on the luminance image (the given features are RGB's)."""
         m = self.model
-        if getattr(m.config, "colour", "rgb") != "rgb":
+        if m.config.colour != "rgb":
             return self.logit(src, out)
         small = m.appearance_input(out)
         b = ImageInputs(m.identity_from_features(emb, taps), small, m.appearance.descriptors(small))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models_app.vision import dlib_resnet
+from models_app.vision.battery import LUMA
 from models_app.vision.chips import CONTEXT_SIZE, central_chip
 
 from .appearance import AppearanceEncoder
@@ -41,7 +42,6 @@ from .config import ProxyConfig, ProxyMeta
 from .data import ImageBank, ImageInputs, context_to_tensor
 
 BRANCHES = ("full", "appearance")
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601: the luminance people read
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:

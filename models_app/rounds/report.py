@@ -15,17 +15,10 @@ import numpy as np
 from models_app.faces.models import FaceImage
 from models_app.faces.selectors import load_rgb_array
 from models_app.jobs.models import DeidJob
+from models_app.proxy.metrics import brier, roc_auc
 
 from . import selectors
 from .models import Round
-
-
-def _auc(y: list[bool], p: list[float]) -> float | None:
-    if len(set(y)) < 2:
-        return None  # AUC needs both answers
-    from sklearn.metrics import roc_auc_score
-
-    return round(float(roc_auc_score(y, p)), 4)
 
 
 def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray) -> dict[str, Any]:
@@ -36,10 +29,11 @@ def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray) -> dict[str, Any]:
     if not ok.any():
         return {"n": 0, "auc": None, "brier": None, "agreement": None}
     pp, cc = p[ok], crowd[ok]
+    auc = roc_auc(pp, cc >= 0.5)  # NaN when the crowd gave one answer only
     return {
         "n": int(ok.sum()),
-        "auc": _auc([bool(c >= 0.5) for c in cc], list(pp)),
-        "brier": round(float(np.mean((pp - cc) ** 2)), 4),
+        "auc": None if np.isnan(auc) else round(auc, 4),
+        "brier": round(brier(pp, cc), 4),
         "agreement": round(float(np.mean((pp >= 0.5) == (cc >= 0.5))), 4),
         "mean_p": round(float(pp.mean()), 4),
     }

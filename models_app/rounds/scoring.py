@@ -30,9 +30,18 @@ def proxy_scores(version: ModelVersion, pairs: Sequence[tuple[str, str]],
     usable = [k for k, (a, b) in enumerate(pairs)
               if images.get(a) is not None and images.get(b) is not None
               and images[a].landmarks and images[b].landmarks]
+    # A source is in many pairs (its ladder rungs and final output): decode it once. The
+    # other side of each pair is decoded where it is used (each appears once).
+    sources: dict[str, torch.Tensor] = {}
+
+    def source(image_id: str) -> torch.Tensor:
+        if image_id not in sources:
+            sources[image_id] = context_to_tensor(context_of(images[image_id]))
+        return sources[image_id]
+
     for start in range(0, len(usable), batch):
         chunk = usable[start:start + batch]
-        xa = torch.stack([context_to_tensor(context_of(images[pairs[k][0]])) for k in chunk]).to(device)
+        xa = torch.stack([source(pairs[k][0]) for k in chunk]).to(device)
         xb = torch.stack([context_to_tensor(context_of(images[pairs[k][1]])) for k in chunk]).to(device)
         with torch.no_grad():
             out[chunk] = scorer(xa, xb).detach().cpu().numpy().astype(np.float64)

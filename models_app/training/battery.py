@@ -29,15 +29,19 @@ def _cases(n_faces: int | None) -> list[BatteryCase]:
     return [BatteryCase(*(ctx[at[str(img.pk)]] for img in t)) for t in triples]
 
 
+def _run(judge: Any, n_faces: int | None) -> dict | None:
+    cases = _cases(n_faces)
+    if not cases:
+        return None
+    return run_battery(judge, cases, tolerance=float(settings.DEID_BATTERY_TOLERANCE))
+
+
 def battery_for_model(model: Any, n_faces: int | None = None) -> dict | None:
     """The battery's result for a HumanProxy on up to ``n_faces`` held-out subjects
     (``DEID_BATTERY_FACES``); None when fewer than two such subjects exist."""
     from models_app.proxy.judge import proxy_judge
 
-    cases = _cases(n_faces)
-    if not cases:
-        return None
-    return run_battery(proxy_judge(model), cases, tolerance=float(settings.DEID_BATTERY_TOLERANCE))
+    return _run(proxy_judge(model), n_faces)
 
 
 def battery_for_observer(path: str, n_faces: int | None = None) -> dict | None:
@@ -45,11 +49,7 @@ def battery_for_observer(path: str, n_faces: int | None = None) -> dict | None:
     same faces as the versions'. ObserverError when the path cannot be loaded."""
     from ratings.observers import load_observer, observer_judge
 
-    judge = observer_judge(load_observer(path))
-    cases = _cases(n_faces)
-    if not cases:
-        return None
-    return run_battery(judge, cases, tolerance=float(settings.DEID_BATTERY_TOLERANCE))
+    return _run(observer_judge(load_observer(path)), n_faces)
 
 
 def battery_reasons(result: dict | None) -> list[str]:

@@ -187,11 +187,10 @@ def execute_training_run(run_id: str) -> dict:
         "warm_start": warm,
     }
     # A tiny held-out set can show AUC 1.0 and mean nothing: say so beside the figures.
-    subjects = len(split.test)
     if len(held_out) < settings.DEID_MIN_HELD_OUT_PAIRS:
         ci = cand_metrics.get("auc_ci95")
         metrics["warnings"] = [
-            f"held-out set too small to mean much: {len(held_out)} pairs of {subjects} "
+            f"held-out set too small to mean much: {len(held_out)} pairs of {len(split.test)} "
             f"subjects (fewer than {settings.DEID_MIN_HELD_OUT_PAIRS}); AUC 95 % interval "
             + (f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "undefined")
         ]

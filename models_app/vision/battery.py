@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# RGB <-> YIQ (NTSC): Y is the BT.601 luminance; I and Q carry colour.
-_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+# ITU-R BT.601 luma weights: the luminance people read (the proxy and the observers too).
+LUMA = np.array([0.299, 0.587, 0.114])
+# RGB <-> YIQ (NTSC): Y is that luminance; I and Q carry colour.
+_TO_YIQ = np.array([LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = np.linalg.inv(_TO_YIQ)
 
 TOLERANCE = 0.05  # |ΔP(same)| the invariance set may cause, on average over faces
@@ -97,7 +99,7 @@ def brightness(rgb: np.ndarray, factor: float) -> np.ndarray:
 def contrast(rgb: np.ndarray, factor: float) -> np.ndarray:
     """Deviations from the image's mean luminance scaled by ``factor``."""
     x = rgb.astype(np.float64)
-    mean = float((x @ _TO_YIQ[0]).mean())
+    mean = float((x @ LUMA).mean())
     return np.clip(np.rint(mean + (x - mean) * factor), 0, 255).astype(np.uint8)
 
 

@@ -20,9 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from models_app.vision import faces
-
-# ITU-R BT.601 luma weights: the luminance a rater's eye reads, the one channel used.
-LUMA = np.array([0.299, 0.587, 0.114])
+from models_app.vision.battery import LUMA  # the one channel used
 
 # Where LFW's (deep-funnelled) photos put the face, as fractions of width and height: the
 # median dlib box and 5 landmarks over 101 photos. Used only when the observer's own

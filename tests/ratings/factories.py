@@ -78,13 +78,12 @@ def settle_label_updates(campaign: Campaign, timeout: float = 10.0) -> None:
     from deidplatform.celery import app
     from ratings.locking import lock_label_update
 
-    if not Campaign.objects.filter(pk=campaign.pk, labels_pending=True).exists():
-        pass  # an update may still be running: wait for its lock below
-    elif not app.control.ping(timeout=0.5):
-        return  # no worker: nothing will start
+    pending = Campaign.objects.filter(pk=campaign.pk, labels_pending=True)
+    if pending.exists() and not app.control.ping(timeout=0.5):
+        return  # queued, but no worker: nothing will start
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Campaign.objects.filter(pk=campaign.pk, labels_pending=True).exists():
+        if not pending.exists():
             break
         time.sleep(0.1)
     else:

@@ -28,7 +28,7 @@ def _cases(n: int = 6) -> list[B.BatteryCase]:
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return x.astype(np.float64) @ B.LUMA
 
 
 def layout_judge(sources, outputs) -> np.ndarray:
