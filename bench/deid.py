@@ -11,6 +11,16 @@ benchmark's cache (/tmp/deid_proxy_lfw) when it is there, else computed.
 
     .venv/bin/python -m bench.deid [--faces 100] [--params style,pixels] [--batch 8]
         [--batch1-faces 100] [--gallery /tmp/deid_gallery.png] [--quick]
+
+``disguise`` (issue 13) needs a donor pool: ``--donors N`` first photos of LFW subjects
+outside the benchmark's and the held-out proxy's View-2 folds (the loop proxy's folds 0-3;
+the shared LFW copy holds no subject outside View-2), each
+source paired with the donor nearest in pose, size, light and skin tone
+(``models_app.deid.donors``). Every parameterisation is also judged by a simulated crowd per
+shipped observer (``--crowd`` raters of the closed loop's mix, answering from the observer's
+P(same) of the source photo and the saved photo): success there = majority "different" and
+score-B ≥ τB on the saved file. Those are the observers' verdicts, not people's. Per output
+also the naturalness figure and the seam figure (``models_app.deid.composite.seam_figure``).
 """
 
 from __future__ import annotations
@@ -213,6 +223,36 @@ def benchmark_faces(lfw: Path, n: int, subjects: set[str]) -> list[tuple[str, De
     return out
 
 
+def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path) -> dict:
+    """Give every benchmark source its donor: the nearest (pose, size, light, skin tone) of
+    a pool of the first photos of ``n`` LFW subjects outside ``exclude`` (cached)."""
+    from models_app.deid.donors import donor_features, select_donors
+
+    f = cache / f"donors_{n}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            ctxs, feats, names = z["ctx"], z["feat"], list(z["names"])
+    else:
+        root = lfw / "lfw-deepfunneled"
+        ctxs, feats, names = [], [], []
+        for name in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in exclude):
+            first = sorted((root / name).glob("*.jpg"))[:1]
+            src = prepare_source(load_rgb(first[0])) if first else None
+            if src is None:
+                continue
+            ctxs.append(src.context)
+            feats.append(donor_features(src.context, src.landmarks))
+            names.append(name)
+            if len(names) == n:
+                break
+        ctxs, feats = np.stack(ctxs), np.stack(feats)
+        np.savez_compressed(f, ctx=ctxs, feat=feats, names=np.array(names))
+    for _, src in sources:
+        src.donor = ctxs[select_donors(donor_features(src.context, src.landmarks), feats, 1)[0]]
+    log(f"donor pool: {len(names)} photos")
+    return {"pool": len(names), "source": "first photo of LFW subjects of View-2 folds 0-3"}
+
+
 def network_seconds(scorer: HumanProxyScorer, batch: int, samples: int, reps: int = 7) -> float:
     """Median time of the network passes one iteration needs at this batch size: the CFRU
     forward+backward on plain + EOT chips and the proxy's head forward+backward."""
@@ -240,8 +280,35 @@ def network_seconds(scorer: HumanProxyScorer, batch: int, samples: int, reps: in
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies, cfg):
+# The closed loop's default crowd (bench.closed_loop): 60 % careful, 15 % noisy, 10 %
+# same-biased, 15 % spammers.
+CROWD_MIX = {"careful": 0.6, "noisy": 0.15, "same_biased": 0.1, "spammer": 0.15}
+
+
+def crowd_verdicts(source_photo: np.ndarray, output_photo: np.ndarray, raters: int,
+                   seed: int) -> dict[str, dict]:
+    """Each shipped observer's P(same) of (source, output) photos and its simulated crowd's
+    majority: ``raters`` rater types of :data:`CROWD_MIX` answering from that P."""
+    from ratings.observers import SHIPPED, judge, load_observer
+    from ratings.simulation.profiles import TYPES, assign_types
+
+    out = {}
+    for name in SHIPPED:
+        rng = np.random.default_rng(seed)
+        p = judge(load_observer(name), source_photo, output_photo, rng)
+        kinds = assign_types(CROWD_MIX, raters)
+        same = sum(TYPES[k].answer(p if TYPES[k].looks else None, 0, rng).same for k in kinds)
+        out[name] = {"p_same": round(p, 4), "same_votes": int(same), "raters": raters,
+                     "majority_different": same < raters / 2}
+    return out
+
+
+def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies, cfg,
+             crowd: int = 0):
     from PIL import Image
+
+    from models_app.deid.composite import seam_figure
+    from models_app.deid.metrics import naturalness
 
     path = out_dir / f"{key}.png"
     Image.fromarray(res.photo).save(path)  # what the platform stores: lossless PNG
@@ -260,7 +327,15 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
             if ctx_fresh is not None:
                 of = torch.from_numpy(ctx_fresh).permute(2, 0, 1)[None].float()
                 scores[f"a_{name}_saved"] = float(model(s, of))
+    extra: dict = {"naturalness": naturalness(res.context)}
+    if src.photo is not None and res.photo is not None:
+        extra["seam"] = seam_figure(src.photo, res.photo, src.box, src.landmarks,
+                                    blend=cfg.blend)
+        if crowd:
+            seed = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
+            extra["crowd"] = crowd_verdicts(src.photo, saved_rgb, crowd, seed)
     return {
+        **extra,
         "key": key,
         "stop_reason": res.stop_reason,
         "iterations": res.iterations,
@@ -314,7 +389,46 @@ def summarise(rows: list[dict], cfg: DeidConfig) -> dict:
         "final_detected_rate": float(np.mean([r["final_detected"] for r in rows])),
         "ssim_mean": mean("ssim"),
         "mac_mean": mean("mac"),
+        **_issue13_figures(rows, cfg),
     }
+
+
+def _issue13_figures(rows: list[dict], cfg: DeidConfig) -> dict:
+    """Naturalness share, seam figures and each observer's crowd success (issue 13)."""
+    if not rows:
+        return {}
+    out: dict = {
+        "natural_share": float(np.mean([r["naturalness"]["natural"] for r in rows
+                                        if "naturalness" in r])),
+    }
+    seams = [r["seam"] for r in rows if r.get("seam")]
+    if seams:
+        borders = [s["border"]["ratio"] for s in seams if s.get("border")]
+        edges = [s["blend_edge"]["ratio"] for s in seams if s.get("blend_edge")]
+        out["seam_pass_share"] = float(np.mean([s["passes"] for s in seams]))
+        out["seam_border_ratio_mean"] = float(np.mean(borders)) if borders else None
+        out["seam_border_ratio_max"] = float(np.max(borders)) if borders else None
+        out["seam_border_in_photo"] = len(borders)
+        out["seam_blend_edge_ratio_mean"] = float(np.mean(edges)) if edges else None
+    crowd_rows = [r for r in rows if r.get("crowd")]
+    for name in sorted({n for r in crowd_rows for n in r["crowd"]}):
+        wins = [r["crowd"][name]["majority_different"] and r["final_b"] >= cfg.tau_b
+                for r in crowd_rows]
+        succ = [r for r, w in zip(crowd_rows, wins, strict=True) if w]
+        diff = [r for r in crowd_rows if r["crowd"][name]["majority_different"]]
+        out[f"crowd_{name}"] = {
+            "success_rate": float(np.mean(wins)),
+            "majority_different_rate": len(diff) / len(crowd_rows),
+            # Of the outputs the crowd calls different, the share machines still match.
+            "b_ge_tau_b_among_different": (float(np.mean([r["final_b"] >= cfg.tau_b
+                                                          for r in diff])) if diff else None),
+            "p_same_mean": float(np.mean([r["crowd"][name]["p_same"] for r in crowd_rows])),
+            # Of the crowd's successes, how many the held-out proxy also calls different.
+            "heldout_agrees_rate": (float(np.mean([r.get("a_heldout_saved", r["a_heldout"])
+                                                   <= cfg.tau_a for r in succ]))
+                                    if succ else None),
+        }
+    return out
 
 
 def gallery(path: Path, sources, outputs: dict[str, dict[str, np.ndarray]], rows_by, n: int):
@@ -324,21 +438,37 @@ def gallery(path: Path, sources, outputs: dict[str, dict[str, np.ndarray]], rows
     import matplotlib.pyplot as plt
 
     params = list(outputs)
+    # The ladder of disguise strengths: its rungs (first iterate below each score-A
+    # threshold) after the final outputs, where the run kept them.
+    rung_keys = sorted({k.split("~", 1)[1] for p in params for k in outputs[p] if "~" in k},
+                       reverse=True)
+    cols = [(p, None) for p in params] + [
+        (p, rk) for p in params for rk in rung_keys
+        if any(k.endswith("~" + rk) for k in outputs[p])
+    ]
     n = min(n, len(sources))
-    fig, axes = plt.subplots(n, 1 + len(params), figsize=(2.6 * (1 + len(params)), 2.9 * n))
+    fig, axes = plt.subplots(n, 1 + len(cols), figsize=(2.6 * (1 + len(cols)), 2.9 * n))
     axes = np.atleast_2d(axes)
     for i in range(n):
         key, src = sources[i]
         axes[i, 0].imshow(src.context)
         axes[i, 0].set_title("source", fontsize=8)
-        for j, p in enumerate(params):
+        for j, (p, rk) in enumerate(cols):
             r = rows_by[p].get(key)
-            if r is None:
+            img = outputs[p].get(key if rk is None else f"{key}~{rk}")
+            if r is None or img is None:
                 continue
-            axes[i, j + 1].imshow(outputs[p][key])
+            axes[i, j + 1].imshow(img)
+            if rk is not None:
+                axes[i, j + 1].set_title(f"{p} ladder, {rk}", fontsize=7)
+                continue
+            crowd = " ".join(
+                f"{n_[:3]} {'D' if c['majority_different'] else 'S'}"
+                for n_, c in sorted(r.get("crowd", {}).items())
+            )
             axes[i, j + 1].set_title(
                 f"{p}: {r['stop_reason']}\nA loop {r['a_loop']:.2f} held-out {r['a_heldout']:.2f}"
-                f"\nB final {r['final_b']:.2f} SSIM {r['ssim']:.2f}",
+                f"\nB final {r['final_b']:.2f} SSIM {r['ssim']:.2f}\ncrowd {crowd}",
                 fontsize=7,
             )
     for ax in axes.flat:
@@ -372,8 +502,10 @@ def run_param(pname: str, sources, proxies, loop_proxy, args):
         chunk = sources[i : i + args.batch]
         results = run_deid_batch([s for _, s in chunk], loop_proxy, cfg, device="cpu")
         for (key, src), res in zip(chunk, results, strict=True):
-            rows[key] = evaluate(src, res, out_dir, key, proxies, cfg)
+            rows[key] = evaluate(src, res, out_dir, key, proxies, cfg, crowd=args.crowd)
             outputs[key] = res.context
+            for rung in res.ladder:
+                outputs[f"{key}~A<{rung.threshold:g}"] = rung.context
             with open(args.cache / f"rows_{pname}.jsonl", "a") as fh:
                 fh.write(json.dumps(rows[key]) + "\n")
         done += len(chunk)
@@ -433,7 +565,12 @@ def main() -> None:
         "--loop-seeds", default="1", help="seeds of the loop's proxies (several: an ensemble)"
     )
     ap.add_argument("--gallery", type=Path, default=Path("/tmp/deid_gallery.png"))
-    ap.add_argument("--gallery-rows", type=int, default=12)
+    ap.add_argument("--gallery-rows", type=int, default=16)
+    ap.add_argument("--donors", type=int, default=150,
+                    help="donor pool for disguise: first photos of this many LFW subjects "
+                    "outside the benchmark's and the held-out proxy's folds")
+    ap.add_argument("--crowd", type=int, default=20,
+                    help="simulated raters per observer judging each output (0: none)")
     ap.add_argument(
         "--budget-minutes",
         type=float,
@@ -480,6 +617,12 @@ def main() -> None:
     bench_subjects = {s for f in BENCH_FOLDS for s in folds[f].subjects}
     sources = benchmark_faces(args.lfw, args.faces, bench_subjects)
     log(f"{len(sources)} benchmark faces (subjects of View-2 folds {BENCH_FOLDS})")
+    donor_info = None
+    if "disguise" in args.params.split(","):
+        # Donors: other people than the benchmark faces, and never seen by the held-out
+        # proxy (its folds excluded too); the shared LFW copy holds View-2 subjects only.
+        excluded = {s for f in BENCH_FOLDS + HELDOUT_FOLDS for s in folds[f].subjects}
+        donor_info = attach_donors(sources, args.lfw, args.donors, excluded, args.cache)
 
     summary: dict[str, dict] = {}
     rows_by: dict[str, dict[str, dict]] = {}
@@ -492,7 +635,8 @@ def main() -> None:
         # assembles the gallery and the JSON.
         (args.cache / f"summary_{pname}.json").write_text(json.dumps(summary[pname]))
         (args.cache / f"rows_{pname}.json").write_text(json.dumps(rows_by[pname]))
-        keys = [k for k, _ in sources[: args.gallery_rows] if k in outputs[pname]]
+        shown = {k for k, _ in sources[: args.gallery_rows]}
+        keys = [k for k in outputs[pname] if k.split("~", 1)[0] in shown]
         np.savez_compressed(
             args.cache / f"gallery_{pname}.npz", **{k: outputs[pname][k] for k in keys}
         )
@@ -522,6 +666,8 @@ def main() -> None:
             "heldout": {k: v for k, v in held_info.items() if k != "subjects"},
         },
         "gallery": str(args.gallery),
+        "donors": donor_info,
+        "crowd": {"raters": args.crowd, "mix": CROWD_MIX} if args.crowd else None,
         "results": summary,
     }
     emit(result)

@@ -34,6 +34,7 @@ PING = "models_app.tasks.ping"
 DEVICE_INFO = "models_app.tasks.device_info"
 INGEST_FILE = "models_app.tasks.ingest_file"
 TRAIN_PROXY = "models_app.tasks.train_proxy"
+TRAIN_GENERATOR = "models_app.tasks.train_generator"
 MAYBE_RETRAIN = "models_app.tasks.maybe_retrain"
 RESCORE_OUTPUTS = "models_app.tasks.rescore_outputs"
 RUN_DEID_JOB = "models_app.tasks.run_deid_job"
@@ -52,6 +53,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     INGEST_FILE: {"queue": CPU_QUEUE},
     DEVICE_INFO: {"queue": GPU_QUEUE},
     TRAIN_PROXY: {"queue": GPU_QUEUE},
+    TRAIN_GENERATOR: {"queue": GPU_QUEUE},
     RESCORE_OUTPUTS: {"queue": GPU_QUEUE},
     RUN_DEID_JOB: {"queue": GPU_QUEUE},
     MAYBE_RETRAIN: {"queue": CPU_QUEUE},

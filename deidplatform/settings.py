@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "models_app",
     "ratings",
+    "deidplatform.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -294,6 +295,8 @@ DEID_ROUND_LEASE_S = env_int("DEID_ROUND_LEASE_S", 600)
 DEID_BATTERY_FACES = env_int("DEID_BATTERY_FACES", 50)
 DEID_BATTERY_TOLERANCE = float(os.environ.get("DEID_BATTERY_TOLERANCE", "0.05"))
 DEID_BATTERY_GATE = env_bool("DEID_BATTERY_GATE", True)
+# A promoted human proxy queues a retraining of the promoted generator (issue 16).
+DEID_GENERATOR_FOLLOWS_PROXY = env_bool("DEID_GENERATOR_FOLLOWS_PROXY", True)
 # Fewer held-out pairs than this: the version's metrics and gate carry a warning.
 DEID_MIN_HELD_OUT_PAIRS = env_int("DEID_MIN_HELD_OUT_PAIRS", 200)
 

@@ -42,6 +42,7 @@ handler500 = server_error
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("deidplatform.dashboard.urls")),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -15,12 +15,12 @@ from .jobs.services import sweep_jobs
 from .jobs.tasks import rescore_outputs_task, run_deid_job_task
 from .rounds.tasks import advance_rounds_task, start_round_task
 from .training.services import sweep_runs
-from .training.tasks import maybe_retrain_task, train_proxy_task
+from .training.tasks import maybe_retrain_task, train_generator_task, train_proxy_task
 
 __all__ = [
     "advance_rounds_task", "device_info_task", "ingest_file_task", "maybe_retrain_task", "ping_task",
     "rescore_outputs_task", "run_deid_job_task", "start_round_task", "sweep_stale_work_task",
-    "train_proxy_task",
+    "train_generator_task", "train_proxy_task",
 ]
 
 

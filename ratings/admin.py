@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from . import services
 from .models import Assignment, Campaign, Judgment, Pair, PairLabel, Rater
+from .services.gold import ensure_known_answer_pairs
 from .tasks import update_campaign_labels_task
 
 
@@ -19,7 +22,24 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     readonly_fields = ["krippendorff_alpha", "labels_updated", "labels_pending", "created",
                        "updated"]
-    actions = ["recompute_labels"]
+    actions = ["recompute_labels", "make_known_answer_pairs"]
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        self._report(request, obj, ensure_known_answer_pairs(obj))
+
+    @admin.action(description="Make missing gold and attention pairs from the campaign's sources")
+    def make_known_answer_pairs(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            self._report(request, campaign, ensure_known_answer_pairs(campaign))
+
+    def _report(self, request: HttpRequest, campaign: Campaign, result: dict[str, Any]) -> None:
+        added = {k: n for k, n in result["added"].items() if n}
+        if added:
+            shown = ", ".join(f"{n} {k}" for k, n in added.items())
+            self.message_user(request, f"{campaign}: added {shown} pairs.")
+        if result["reason"]:
+            self.message_user(request, f"{campaign}: {result['reason']}.", messages.WARNING)
 
     @admin.action(description="Recompute labels now (queued on the cpu worker)")
     def recompute_labels(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:

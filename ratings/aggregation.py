@@ -82,6 +82,20 @@ def _agreement(df: pd.DataFrame, labels: pd.Series) -> dict[Hashable, float]:
     return {w: float(v) for w, v in pd.Series(agree, index=df["worker"]).groupby(level=0).mean().items()}
 
 
+# What a too-fast answer is taken to be worth: a guess (chance on same/different).
+GUESS_ACCURACY = 0.5
+
+
+def pace_adjusted(reliability: float | None, n: int, n_too_fast: int) -> float | None:
+    """A rater's reliability with their too-fast answers (under the campaign's minimum
+    time) taken as guesses: the share answered too fast is worth chance at best, so a rater
+    who rushes half their answers is half as far above chance as the model alone says."""
+    if reliability is None or n <= 0 or n_too_fast <= 0:
+        return reliability
+    fast = min(n_too_fast, n)
+    return ((n - fast) * reliability + fast * min(reliability, GUESS_ACCURACY)) / n
+
+
 def krippendorff_alpha(df: pd.DataFrame) -> float | None:
     """Nominal alpha over pairs with at least two judgments; None when undefined."""
     counts = pd.crosstab(df["task"], df["label"]).reindex(columns=[0, 1], fill_value=0)

@@ -43,7 +43,7 @@ from .serializers import (
     QueuedSerializer,
     RecomputeSerializer,
 )
-from .services.gold import add_gold_pairs
+from .services.gold import add_gold_pairs, ensure_known_answer_pairs
 from .session import SESSION_KEY, session_rater
 from .tasks import update_campaign_labels_task
 
@@ -120,14 +120,24 @@ class CampaignViewSet(
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
+    # A campaign that asks for qualification, gold or attention checks gets its known-answer
+    # pairs made from its own sources whenever it is saved or given pairs (only the shortfall).
+    def perform_create(self, serializer: Any) -> None:
+        ensure_known_answer_pairs(serializer.save())
+
+    def perform_update(self, serializer: Any) -> None:
+        ensure_known_answer_pairs(serializer.save())
+
     @extend_schema(request=PairBulkSerializer, responses={201: PairOutSerializer(many=True)})
     @action(detail=True, methods=["post"], url_path="pairs")
     def pairs(self, request: Request, pk: str | None = None) -> Response:
-        """Bulk-create pairs (all or nothing)."""
+        """Bulk-create pairs (all or nothing); then the campaign's missing gold and attention
+        pairs are made from its sources."""
         campaign = self.get_object()
         body = PairBulkSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         pairs = services.create_pairs(campaign, body.validated_data["pairs"])
+        ensure_known_answer_pairs(campaign)
         return Response(PairOutSerializer(pairs, many=True).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=GoldPairsSerializer, responses={201: PairOutSerializer(many=True)})
@@ -296,6 +306,7 @@ class SubmitJudgmentView(RaterView):
         out = {
             "status": "recorded" if result.created else "duplicate",
             "rater_status": "blocked" if blocked else "ok",
+            "too_fast": result.judgment.too_fast,
             "progress": _progress(result.rater, campaign),
             "next": None if blocked or result.next is None
             else next_body(campaign, result.rater, result.next),

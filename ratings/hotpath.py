@@ -11,7 +11,7 @@ views in ``api.py``) with *nothing written* (so every rejection, with its code's
 status, comes from those views: this module never writes an error itself): no session rater, a body that is not plainly
 valid (DRF then gives the usual 4xx JSON), a failed CSRF check (same), an unknown or
 someone else's assignment, a retry, an expired hold, a blocked or not yet qualified rater,
-a missing consent. After a recorded judgment, a next pair that needs the Python path
+a missing (or declined) consent, a finished rater. After a recorded judgment, a next pair that needs the Python path
 (an own overdue hold, every candidate locked with no pair lock held) is chosen by
 ``services.assignment.next_assignments`` right after. Same rules, same lock order: ASSIGNMENT.md.
 
@@ -161,11 +161,12 @@ def _item(slug: str, rater_hex: str, public_id: str, phase: str, expires: dateti
 
 def _progress(out: dict) -> dict[str, Any]:
     """selectors.rater_progress for a qualified rater (the only kind served here)."""
-    done, q_target = out["judgments_count"], out["qualification_size"]
-    target = out["rater_quota"] or selectors.open_deid_pairs(out["campaign_id"]) + q_target
-    return {"done": done, "target": max(target, done), "qualifying": False,
-            "qualification_done": min(out["gold_count"], q_target),
-            "qualification_target": q_target}
+    return vars(selectors.progress_from_counts(
+        qualified=True, judgments=out["judgments_count"], gold=out["gold_count"],
+        attention=out["attention_count"], q_target=out["qualification_size"],
+        quota=out["rater_quota"], min_work_pairs=out["min_work_pairs"],
+        n_deid=selectors.open_deid_pairs(out["campaign_id"]),
+    ))
 
 
 def _next_json(slug: str, out: dict, progress: dict) -> dict[str, Any]:
@@ -239,5 +240,5 @@ def submit_reply(slug: str, rater_hex: str, assignment: uuid.UUID,
         nxt = _next_json(slug, out, progress)
     return json_response({
         "status": "recorded", "rater_status": "blocked" if blocked else "ok",
-        "progress": progress, "next": nxt,
+        "too_fast": out["too_fast"], "progress": progress, "next": nxt,
     }, 201)

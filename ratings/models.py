@@ -35,6 +35,11 @@ class Campaign(models.Model):
         PAUSED = "paused", "paused"
         CLOSED = "closed", "closed"
 
+    class RaterImage(models.TextChoices):
+        PHOTO = "photo", "full photo"
+        CONTEXT = "context", "context crop"
+        CHIP = "chip", "aligned chip"
+
     name = models.CharField(max_length=200)
     # Public handle used in rater links (/rate/<slug>/); says nothing about any person.
     slug = models.SlugField(max_length=64, unique=True)
@@ -62,7 +67,14 @@ class Campaign(models.Model):
     )
     attention_failures_allowed = models.PositiveSmallIntegerField(default=0)
     min_response_ms = models.PositiveIntegerField(
-        default=700, help_text="Faster responses are flagged as too fast."
+        default=700, help_text="Faster responses are flagged as too fast (QC, reliability, "
+        "and a gentle warning on the rater's page)."
+    )
+    min_work_pairs = models.PositiveSmallIntegerField(
+        default=10, validators=[MaxValueValidator(10_000)],
+        help_text="Real (de-identification) pairs a rater must judge before the completion "
+        "code; gold pairs and attention checks do not count. Capped at the campaign's "
+        "active pairs.",
     )
     hold_timeout_s = models.PositiveIntegerField(
         default=300, validators=[MinValueValidator(5)],
@@ -74,6 +86,16 @@ class Campaign(models.Model):
     completion_code = models.CharField(max_length=64, blank=True, default=_completion_code)
     completion_url = models.URLField(
         blank=True, default="", help_text="Where external raters are sent when done."
+    )
+    # Prolific's convention for participants who may not finish (declined consent, failed
+    # checks): a screen-out code and/or the platform's return URL, instead of a dead end.
+    screenout_code = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="Shown to a participant who declines consent or is screened out by QC.",
+    )
+    return_url = models.URLField(
+        blank=True, default="",
+        help_text="Where a declining or screened-out participant is sent (study platform).",
     )
     # Entry checks for external raters (ratings/README "Rater entry links").
     external_study_id = models.CharField(
@@ -96,6 +118,11 @@ class Campaign(models.Model):
     )
     labels_include_simulated = models.BooleanField(
         default=False, help_text="Labels count simulated raters' judgments too (dry runs)."
+    )
+    rater_image = models.CharField(
+        max_length=8, choices=RaterImage.choices, default=RaterImage.PHOTO,
+        help_text="What raters see of each face: the full photo, the aligned context crop "
+        "(face, hair and surroundings), or the aligned recognition chip.",
     )
     krippendorff_alpha = models.FloatField(null=True, blank=True)
     labels_pending = models.BooleanField(
@@ -199,6 +226,8 @@ class Rater(models.Model):
     # When the rater was shown the completion code: from then on they are done for good
     # (coming back to the link shows the same code, not more pairs).
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Declined the consent text: screened out for good (screen-out code / return URL).
+    declined_at = models.DateTimeField(null=True, blank=True)
     qualified = models.BooleanField(default=False)
     blocked = models.BooleanField(default=False)
     blocked_reason = models.CharField(max_length=32, blank=True, default="")
@@ -255,6 +284,11 @@ class Rater(models.Model):
                 Campaign.objects.filter(pk=self.campaign_id, allows_simulation=True).exists()
             )
         super().save(*args, **kwargs)
+
+    @property
+    def work_count(self) -> int:
+        """Real (de-identification) pairs judged: every judgment but gold and attention."""
+        return self.judgments_count - self.gold_count - self.attention_count
 
     @property
     def gold_accuracy(self) -> float | None:

@@ -80,25 +80,78 @@ def rater_by_slug(slug: str, rater_public_id: str | None) -> Rater | None:
 
 @dataclass
 class Progress:
+    """Two phases, each with its own count: qualification (gold pairs with known answers),
+    then work (real pairs). ``done``/``target`` are the current phase's; ``work_min`` is
+    what the completion code needs (campaign ``min_work_pairs``, capped at the pairs that
+    exist); ``work_target`` the most real pairs this rater may be given."""
+
+    phase: str
     done: int
     target: int
     qualifying: bool
     qualification_done: int
     qualification_target: int
+    work_done: int
+    work_min: int
+    work_target: int
+
+
+def work_minimum(min_work_pairs: int, n_deid: int, quota: int = 0, q_size: int = 0) -> int:
+    """Real pairs a rater judges before the completion code: the campaign's minimum, never
+    more than the pairs that exist, nor than a per-rater quota leaves after qualification
+    (but at least one real pair whenever one exists)."""
+    n = min(min_work_pairs, n_deid)
+    if quota:
+        n = min(n, max(quota - q_size, 1))
+    return n
+
+
+def progress_from_counts(
+    *, qualified: bool, judgments: int, gold: int, attention: int, q_target: int,
+    quota: int, min_work_pairs: int, n_deid: int,
+) -> Progress:
+    """Progress from a rater's counters (shared by the Python path and the SQL hot path).
+
+    Work target: each real pair at most once, and within the quota (which counts every
+    judgment) what the qualification leaves. Never below what was already done, so a bar
+    is full only when no more real pairs will come."""
+    work_done = judgments - gold - attention
+    q_done = min(gold, q_target)
+    work_target = n_deid
+    if quota:
+        work_target = min(work_target, max(quota - q_target, 0))
+    work_min = work_minimum(min_work_pairs, n_deid, quota, q_target)
+    work_target = max(work_target, work_min, work_done)
+    if qualified:
+        phase, done, target = "work", work_done, work_target
+    else:
+        phase, done, target = "qualification", q_done, q_target
+    return Progress(
+        phase=phase, done=done, target=target, qualifying=not qualified,
+        qualification_done=q_done, qualification_target=q_target,
+        work_done=work_done, work_min=work_min, work_target=work_target,
+    )
 
 
 def rater_progress(rater: Rater, campaign: Campaign) -> Progress:
     q_target = campaign.qualification_size if rater.qualified else qualification_target(campaign)
-    if campaign.rater_quota:
-        target = campaign.rater_quota
-    else:
-        # Without a quota: at most every deid pair once, plus qualification.
-        target = open_deid_pairs(campaign.pk) + q_target
-    return Progress(
-        done=rater.judgments_count, target=max(target, rater.judgments_count),
-        qualifying=not rater.qualified, qualification_done=min(rater.gold_count, q_target),
-        qualification_target=q_target,
+    return progress_from_counts(
+        qualified=rater.qualified, judgments=rater.judgments_count, gold=rater.gold_count,
+        attention=rater.attention_count, q_target=q_target, quota=campaign.rater_quota,
+        min_work_pairs=campaign.min_work_pairs, n_deid=open_deid_pairs(campaign.pk),
     )
+
+
+def work_minimum_met(rater: Rater, campaign: Campaign, pending: int = 0) -> bool:
+    """Has the rater judged (or, with ``pending`` real pairs on hold, will they have judged)
+    the real pairs the completion code needs? Pairs counted afresh (not the cached count):
+    asked only at a quota or when a rater runs out of holds, as the hot path does."""
+    work = rater.work_count + pending
+    if work >= campaign.min_work_pairs:
+        return True
+    n_deid = Pair.objects.filter(campaign_id=campaign.pk, active=True, kind=Pair.Kind.DEID).count()
+    return work >= work_minimum(campaign.min_work_pairs, n_deid,
+                                campaign.rater_quota, campaign.qualification_size)
 
 
 def open_deid_pairs(campaign_id: int) -> int:
@@ -150,6 +203,23 @@ def image_for_token(token: str, rater: Rater | None) -> FaceImage | None:
     pair = assignment.pair
     left, right = (pair.image_a, pair.image_b) if assignment.left_is_a else (pair.image_b, pair.image_a)
     return left if side == "left" else right
+
+
+def context_crop_png(face: FaceImage) -> bytes | None:
+    """The aligned context crop (face, hair, ears and surroundings; 300 px, as the proxy
+    sees it) of a stored face, as PNG; None without stored landmarks. Computed on request
+    from the private photo and the stored detection (no detector run), never stored."""
+    if not (face.box and face.landmarks):
+        return None
+    import io
+
+    from PIL import Image
+
+    from models_app.faces.selectors import context_of
+
+    buf = io.BytesIO()
+    Image.fromarray(context_of(face)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # --- Exports --------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "status", "instructions", "consent_text",
             "judgments_per_pair", "gold_rate", "attention_rate", "qualification_size",
             "pass_mark", "attention_failures_allowed", "min_response_ms", "hold_timeout_s",
-            "rater_quota", "completion_code", "completion_url", "krippendorff_alpha",
+            "rater_quota", "min_work_pairs", "completion_code", "completion_url",
+            "screenout_code", "return_url", "rater_image", "krippendorff_alpha",
             "labels_updated", "created", "updated", "rater_url", "n_pairs",
         ]
         read_only_fields = ["id", "krippendorff_alpha", "labels_updated", "created", "updated"]
@@ -42,6 +43,13 @@ class CampaignSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"gold_rate": "gold_rate + attention_rate must be at most 1."}
             )
+        quota = attrs.get("rater_quota", getattr(self.instance, "rater_quota", 0))
+        q_size = attrs.get("qualification_size", getattr(
+            self.instance, "qualification_size", Campaign._meta.get_field("qualification_size").default))
+        if quota and quota <= q_size:
+            raise serializers.ValidationError({"rater_quota": (
+                "must be 0 (no quota) or more than qualification_size: the completion code "
+                "needs real pairs judged after qualification.")})
         probe = Campaign(**{
             f: attrs.get(f, getattr(self.instance, f, Campaign._meta.get_field(f).default))
             for f in ("status", "instructions", "consent_text")
@@ -127,11 +135,15 @@ class RaterAssignmentSerializer(serializers.Serializer):
 
 
 class ProgressSerializer(serializers.Serializer):
-    done = serializers.IntegerField()
-    target = serializers.IntegerField()
+    phase = serializers.ChoiceField(choices=["qualification", "work"])
+    done = serializers.IntegerField(help_text="Judged in the current phase.")
+    target = serializers.IntegerField(help_text="The current phase's count.")
     qualifying = serializers.BooleanField()
     qualification_done = serializers.IntegerField()
     qualification_target = serializers.IntegerField()
+    work_done = serializers.IntegerField(help_text="Real pairs judged (no gold, no checks).")
+    work_min = serializers.IntegerField(help_text="Real pairs the completion code needs.")
+    work_target = serializers.IntegerField(help_text="The most real pairs this rater gets.")
 
 
 class NextSerializer(serializers.Serializer):
@@ -152,5 +164,8 @@ class JudgmentInSerializer(serializers.Serializer):
 class JudgmentOutSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["recorded", "duplicate"])
     rater_status = serializers.ChoiceField(choices=["ok", "blocked"])
+    too_fast = serializers.BooleanField(
+        help_text="Answered faster than the campaign's minimum time (flagged in QC)."
+    )
     progress = ProgressSerializer()
     next = NextSerializer(allow_null=True, help_text="The next assignments (saves a round trip).")

@@ -13,6 +13,7 @@ urlpatterns = [
     path("rate/img/<str:token>", views.image, name="image"),
     path("rate/<slug:slug>/", views.rate, name="rate"),
     path("rate/<slug:slug>/consent", views.consent, name="consent"),
+    path("rate/<slug:slug>/decline", views.decline, name="decline"),
     path("rate/<slug:slug>/done", views.done, name="done"),
     # Rater API (session + CSRF); on PostgreSQL the common case takes ratings/hotpath.py.
     path("api/ratings/rate/<slug:slug>/next", api.next_assignment_view, name="api-next"),

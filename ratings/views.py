@@ -11,13 +11,14 @@ import uuid
 
 from django.conf import settings
 from django.core import signing
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from models_app.faces.serving import private_file_response
+from models_app.models import FaceImage
 
 from . import binding, selectors, services, throttle
 from .errors import BLOCKED, NOT_THIS_BROWSER, RatingError
@@ -51,8 +52,16 @@ def _page_rater(
     if not binding.rater_ok(request, rater):
         return _already_bound(request, campaign)
     if rater.blocked and not allow_blocked:
-        return render(request, "ratings/blocked.html", {"campaign": campaign})
+        return screened_out_page(request, campaign)
     return rater
+
+
+def screened_out_page(request: HttpRequest, campaign: Campaign, *, declined: bool = False,
+                      status: int = 200) -> HttpResponse:
+    """A participant who may not go on (failed checks, or declined consent): the campaign's
+    screen-out code and its return URL (Prolific's convention), not a dead end."""
+    template = "ratings/declined.html" if declined else "ratings/blocked.html"
+    return render(request, template, {"campaign": campaign}, status=status)
 
 
 def _already_bound(request: HttpRequest, campaign: Campaign) -> HttpResponse:
@@ -133,8 +142,7 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
                 if exc.code == NOT_THIS_BROWSER:
                     return _already_bound(request, campaign)
                 if exc.code == BLOCKED:
-                    return render(request, "ratings/blocked.html", {"campaign": campaign},
-                                  status=403)
+                    return screened_out_page(request, campaign, status=403)
                 raise
             request.session.cycle_key()
             remember_rater(request, campaign, rater)
@@ -146,10 +154,13 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
     rater = _page_rater(request, campaign, create=True)
     if isinstance(rater, HttpResponse):
         return rater
+    if rater.declined_at is not None:  # declined consent: screened out for good
+        return screened_out_page(request, campaign, declined=True)
     if campaign.status != Campaign.Status.ACTIVE:
         return render(request, "ratings/no_work.html", {"campaign": campaign, "closed": True})
     if campaign.consent_text and rater.consented_at is None:
-        return render(request, "ratings/consent.html", {"campaign": campaign})
+        return render(request, "ratings/consent.html", {
+            "campaign": campaign, "progress": selectors.rater_progress(rater, campaign)})
     if rater.finished_at is not None:  # done for good: the same code again
         return render(request, "ratings/done.html", {"campaign": campaign})
     progress = selectors.rater_progress(rater, campaign)
@@ -172,7 +183,20 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
     rater = _page_rater(request, campaign, allow_blocked=True)  # as before: harmless
     if isinstance(rater, HttpResponse):
         return rater
-    services.record_consent(rater)
+    if rater.declined_at is None:
+        services.record_consent(rater)
+    return redirect("ratings:rate", slug=campaign.slug)
+
+
+@require_POST
+def decline(request: HttpRequest, slug: str) -> HttpResponse:
+    """The rater does not consent: screened out (the campaign's screen-out code and return
+    URL), and the link shows that page from then on."""
+    campaign = _campaign(slug)
+    rater = _page_rater(request, campaign, allow_blocked=True)
+    if isinstance(rater, HttpResponse):
+        return rater
+    services.record_declined(rater)
     return redirect("ratings:rate", slug=campaign.slug)
 
 
@@ -185,30 +209,47 @@ def done(request: HttpRequest, slug: str) -> HttpResponse:
         return rater
     if rater.finished_at is not None:
         return render(request, "ratings/done.html", {"campaign": campaign})
-    result = services.next_assignments(rater.pk, holds=0)
-    if result.status == "finished":
-        services.record_finished(rater)
+    status = services.finish_session(rater.pk)
+    if status == "finished":
         return render(request, "ratings/done.html", {"campaign": campaign})
-    if result.status in ("no_work", "closed"):
-        return render(request, "ratings/no_work.html", {"campaign": campaign})
+    if status in ("no_work", "closed"):
+        return render(request, "ratings/no_work.html", {
+            "campaign": campaign, "progress": selectors.rater_progress(rater, campaign)})
     return redirect("ratings:rate", slug=campaign.slug)
 
 
 @require_GET
-def image(request: HttpRequest, token: str) -> FileResponse:
+def image(request: HttpRequest, token: str) -> HttpResponse:
     """A face image of the rater's own open assignment, by signed token; 404 otherwise."""
     rater = None
     token_rater = _token_rater(token)
     if token_rater and token_rater in request.session.get(SESSION_KEY, {}).values():
-        rater = Rater.objects.filter(public_id=uuid.UUID(token_rater)).first()
+        rater = (Rater.objects.select_related("campaign")
+                 .filter(public_id=uuid.UUID(token_rater)).first())
     face = selectors.image_for_token(token, rater)
     if face is None or not _hold_live(token):
         raise Http404
-    response = private_file_response(face, "chip" if face.chip else "image")
+    assert rater is not None
+    response = _face_response(face, rater.campaign.rater_image)
     # Cached only by this browser, briefly, so the preloaded next pair shows at once.
     response["Cache-Control"] = "private, max-age=120"
     response["Content-Disposition"] = 'inline; filename="face.png"'
     return response
+
+
+def _face_response(face: FaceImage, shown: str) -> HttpResponse:
+    """What the campaign shows raters of a face (``Campaign.rater_image``), at its native
+    size: the full photo; the context crop (computed; the photo when the face has no
+    stored landmarks); or the aligned chip (the photo when there is none)."""
+    if shown == Campaign.RaterImage.CHIP and face.chip:
+        return private_file_response(face, "chip")
+    if shown == Campaign.RaterImage.CONTEXT:
+        png = selectors.context_crop_png(face)
+        if png is not None:
+            response = HttpResponse(png, content_type="image/png")
+            response["X-Content-Type-Options"] = "nosniff"
+            return response
+    return private_file_response(face, "image")
 
 
 def _hold_live(token: str) -> bool:

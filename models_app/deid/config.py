@@ -15,6 +15,8 @@ from typing import Any
 
 from models_app.vision import cfru as cfru_mod
 
+from .composite import BLENDS
+from .disguise import DisguiseRanges  # also registers the "disguise" parameterisation
 from .eot import EOTConfig
 from .errors import DeidConfigError
 from .loss import LossWeights
@@ -53,6 +55,10 @@ class DeidConfig:
     eot: EOTConfig = field(default_factory=EOTConfig)
     pixels_eps: float = 12.0  # bound of the pixels residual, grey levels
     style_ranges: Mapping[str, Any] = field(default_factory=dict)  # StyleRanges overrides
+    disguise_ranges: Mapping[str, Any] = field(default_factory=dict)  # DisguiseRanges overrides
+    # How the output crop goes into the photo: "head" confines every change to a soft,
+    # head-shaped oval (no rectangle can show); "rectangle" fades the whole crop at its border.
+    blend: str = "head"
     seed: int = 0
     # Confirm a candidate success the way the result will be judged: composite into the
     # photo, detect and align afresh, score-B by the dlib runtime and score-A by the proxy
@@ -103,6 +109,15 @@ class DeidConfig:
         except TypeError as exc:
             raise DeidConfigError("style_ranges", str(exc)) from None
         try:
+            dr = dict(self.disguise_ranges)
+            for key in ("feather_px", "transfer"):
+                if isinstance(dr.get(key), list):
+                    dr[key] = tuple(dr[key])
+            DisguiseRanges(**dr).validate()
+        except (TypeError, ValueError) as exc:
+            raise DeidConfigError("disguise_ranges", str(exc)) from None
+        need(self.blend in BLENDS, "blend", f"unknown {self.blend!r}; one of {list(BLENDS)}")
+        try:
             ens = cfru_mod.build_ensemble(self.ensemble)
         except ValueError as exc:
             raise DeidConfigError("ensemble", str(exc)) from None
@@ -133,6 +148,14 @@ class DeidConfig:
             "jpeg_prob in [0,1], 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100",
         )
 
+    def disguise(self) -> DisguiseRanges:
+        """The disguise ranges with this job's overrides (validated by :meth:`validate`)."""
+        dr = dict(self.disguise_ranges)
+        for key in ("feather_px", "transfer"):
+            if isinstance(dr.get(key), list):
+                dr[key] = tuple(dr[key])
+        return DisguiseRanges(**dr)
+
     def learning_rate(self) -> float:
         return (
             self.lr if self.lr is not None else PARAMETERISATIONS[self.parameterisation].default_lr
@@ -142,6 +165,7 @@ class DeidConfig:
         d = asdict(self)
         d["ensemble"] = dict(self.ensemble)
         d["style_ranges"] = dict(self.style_ranges)
+        d["disguise_ranges"] = dict(self.disguise_ranges)
         d["loss"] = self.loss.to_dict()
         d["eot"] = self.eot.to_dict()
         d["ladder"] = list(self.ladder)

@@ -33,13 +33,15 @@ def score_as_saved(
     src_ctx: torch.Tensor,
     proxy: ScoreAProxy,
     final_ens: cfru_mod.CFRUEnsemble,
+    blend: str = "rectangle",
 ) -> tuple[float, float]:
     """(score-A, score-B) of one output as it will be judged: composited into the photo,
     detected and aligned afresh; score-B by the final ensemble (the dlib runtime), score-A by
     the proxy on the fresh context crop. No face found: (1.0, 0.0)."""
     assert source.photo is not None and source.box is not None and source.landmarks is not None
     ctx = to_uint8(out[None])[0]
-    photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context)
+    photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context,
+                      blend=blend)
     face = faces.detect_and_align(photo)
     if face is None:
         return 1.0, 0.0

@@ -29,6 +29,8 @@ image every iteration; ``evolve`` makes each iteration's output the next iterati
 (parameters reset to the identity after each round, Adam moments kept).
 
 The returned image is the best record (lowest g; the success record when there is one).
+A parameterisation with a human-side margin (``disguise``) must keep it: a record below
+the margin is never a success, and any record that keeps it is preferred as the output.
 
 Ladder (``DeidConfig.ladder``): the first iterate (k >= 1) whose score-A falls below each
 threshold is handed to ``on_rung`` (and listed in the result), as its context crop and, for
@@ -137,6 +139,7 @@ def run_deid_batch(
     resume: DeidState | None = None,
     device: torch.device | str | None = None,
     network: torch.nn.Module | None = None,
+    init_params: torch.Tensor | None = None,
 ) -> list[DeidResult]:
     """De-identify a batch of faces (independent jobs sharing network passes).
 
@@ -149,6 +152,8 @@ def run_deid_batch(
     a rung crossed before its checkpoint.
     ``network`` replaces the differentiable CFRU (default: the dlib ResNet port; anything with
     its ``features(chips) -> (Θ0, taps)``), e.g. a small stand-in in tests.
+    ``init_params`` (N, P) starts the parameters there instead of at the identity (e.g. a
+    generator's prediction: the hybrid method); record 0 then scores that image.
     """
     cfg = config or DeidConfig()
     cfg.validate()
@@ -162,11 +167,16 @@ def run_deid_batch(
     t_start = time.perf_counter()
     n = len(sources)
     size = sources[0].context.shape[0]
-    kw: dict[str, Any] = (
-        {"eps": cfg.pixels_eps}
-        if cfg.parameterisation == "pixels"
-        else {"ranges": StyleRanges(**dict(cfg.style_ranges))}
-    )
+    kw: dict[str, Any]
+    if cfg.parameterisation == "pixels":
+        kw = {"eps": cfg.pixels_eps}
+    elif cfg.parameterisation == "disguise":
+        if any(s.donor is None for s in sources):
+            raise ValueError("the disguise parameterisation needs a donor for every source")
+        kw = {"ranges": cfg.disguise(), "sources": [s.context for s in sources],
+              "donors": [s.donor for s in sources]}
+    else:
+        kw = {"ranges": StyleRanges(**dict(cfg.style_ranges))}
     param: Parameterisation = build_parameterisation(cfg.parameterisation, size, **kw).to(device)
     net = network if network is not None else get_dlib_resnet(device)
     ensemble = cfru_mod.build_ensemble(cfg.ensemble)
@@ -174,7 +184,7 @@ def run_deid_batch(
     src_ctx = _to_tensor([s.context for s in sources], device)
     # Changes go through each face's change mask: context pixels outside the photo (black in
     # the crop) and the feathered border would be lost on saving, so they are not scored.
-    masks = [s.change_mask() for s in sources]
+    masks = [s.change_mask(cfg.blend) for s in sources]
     mask = torch.from_numpy(
         np.stack([np.ones((size, size), np.float32) if m is None else m for m in masks])
     ).to(device)[:, None]
@@ -197,10 +207,15 @@ def run_deid_batch(
         crossed = [set(c) for c in resume.crossed] or [set() for _ in range(n)]
         start = resume.iteration
     else:
-        theta = param.init_params(n, device).requires_grad_(True)
+        theta = (
+            param.init_params(n, device)
+            if init_params is None
+            else init_params.detach().to(device, torch.float32).clone()
+        ).requires_grad_(True)
         base = src_ctx
         history = [[] for _ in range(n)]
-        best = [{"objective": math.inf, "iteration": -1, "score_a": 1.0, "score_b": 0.0}] * n
+        best = [{"objective": math.inf, "iteration": -1, "score_a": 1.0, "score_b": 0.0,
+                 "margin_ok": False}] * n
         best = [dict(b) for b in best]
         best_images = src_ctx.round().to(torch.uint8).cpu()
         done = [None] * n
@@ -270,6 +285,7 @@ def run_deid_batch(
             logit,
             param.prior(th),
             cfg.loss,
+            param.margin(th),
         )
         return out, chips, emb[k:], torch.sigmoid(logit.detach()), terms
 
@@ -306,14 +322,19 @@ def run_deid_batch(
             a = float(p_same[j])
             bs = [s.score for s in scores[j]]
             b, b_min = float(np.mean(bs)), float(np.min(bs))
-            success, confirmed = a <= cfg.tau_a and b_min >= cfg.tau_b, None
+            # The parameterisation's human-side margin (disguise: the donor share): a record
+            # below it is never a success, and never preferred to one that keeps it.
+            margin_ok = terms.margin is None or float(terms.margin[j].detach()) <= 1e-9
+            success = a <= cfg.tau_a and b_min >= cfg.tau_b and margin_ok
+            confirmed = None
             if success and cfg.eot.confirm_samples > 0:
                 b_conf = _confirm(out[j : j + 1], i, net, scorer, cfg, gen)
                 b_min = min(b_min, b_conf)
                 confirmed = success = b_conf >= cfg.tau_b
             saved: tuple[float, float] | None = None
             if success and final_ens is not None and sources[i].photo is not None:
-                saved = score_as_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens)
+                saved = score_as_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens,
+                                       blend=cfg.blend)
                 confirmed = success = saved[0] <= cfg.tau_a and saved[1] >= cfg.tau_b
             g = 0.0 if success else max(_objective(a, b_min, cfg), 1e-9)
             history[i].append(g)
@@ -333,8 +354,11 @@ def run_deid_batch(
                 saved_score_a=None if saved is None else saved[0],
                 saved_score_b=None if saved is None else saved[1],
             )
-            if g < best[i]["objective"] or (success and best[i]["objective"] > 0):
-                best[i] = {"objective": g, "iteration": it, "score_a": a, "score_b": b_min}
+            had_margin = bool(best[i].get("margin_ok", True))
+            if (margin_ok and not had_margin) or (margin_ok == had_margin and (
+                    g < best[i]["objective"] or (success and best[i]["objective"] > 0))):
+                best[i] = {"objective": g, "iteration": it, "score_a": a, "score_b": b_min,
+                           "margin_ok": margin_ok}
                 best_images[i] = out[j].detach().round().to(torch.uint8).cpu()
             if success:
                 done[i] = STOP_SUCCESS
@@ -346,7 +370,8 @@ def run_deid_batch(
                 done[i] = STOP_CANCELLED
             else:
                 step_rows.append(j)
-            rungs = _rungs(rec, out[j], sources[i], thresholds, crossed[i]) if it > 0 else []
+            rungs = (_rungs(rec, out[j], sources[i], thresholds, crossed[i], cfg.blend)
+                     if it > 0 else [])
             pending.append((i, rec, rungs))
         if step_rows:
             keep = torch.tensor(step_rows, device=terms.total.device)
@@ -383,7 +408,8 @@ def run_deid_batch(
         ctx = best_images[i].permute(1, 2, 0).numpy().copy()
         photo = None
         if s.photo is not None and s.box is not None and s.landmarks is not None:
-            photo = composite(s.photo, ctx, s.box, s.landmarks, context_src=s.context)
+            photo = composite(s.photo, ctx, s.box, s.landmarks, context_src=s.context,
+                              blend=cfg.blend)
         h = history[i]
         results.append(
             DeidResult(
@@ -419,6 +445,7 @@ def _rungs(
     source: DeidSource,
     thresholds: list[float],
     crossed: set[float],
+    blend: str = "rectangle",
 ) -> list[Rung]:
     """The rungs this record crosses for the first time (marked crossed); reads ``out``."""
     new = [t for t in thresholds if t not in crossed and rec.score_a < t]
@@ -429,7 +456,7 @@ def _rungs(
     photo = None
     if source.photo is not None and source.box is not None and source.landmarks is not None:
         photo = composite(source.photo, ctx, source.box, source.landmarks,
-                          context_src=source.context)
+                          context_src=source.context, blend=blend)
     return [
         Rung(face=rec.face, threshold=t, iteration=rec.iteration, score_a=rec.score_a,
              score_b=rec.score_b, context=ctx, photo=photo)
@@ -480,3 +507,7 @@ def _check_resume(state: DeidState, cfg: DeidConfig, n: int) -> None:
     for key in ("parameterisation", "mode", "pixels_eps", "style_ranges"):
         if state.config.get(key) != getattr(cfg, key):
             raise ValueError(f"resume state was made with {key}={state.config.get(key)!r}")
+    # Keys newer than some checkpoints: compared only where the checkpoint has them.
+    for key in ("disguise_ranges", "blend"):
+        if key in state.config and state.config[key] != getattr(cfg, key):
+            raise ValueError(f"resume state was made with {key}={state.config[key]!r}")

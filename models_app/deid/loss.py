@@ -16,7 +16,11 @@ Added (documented job parameters):
   ``a_target`` and stops pushing once it is well below (no needless change);
 * identity guard ``λguard · relu(d0 − guard · thr)²``: a hinge that grows fast before the
   Θ0 distance reaches the CFRU threshold, so score-B is kept with margin under EOT;
-* image prior ``λprior · prior(θ)`` from the parameterisation (0 at the identity).
+* image prior ``λprior · prior(θ)`` from the parameterisation (0 at the identity);
+* human-side margin ``λmargin · margin(θ)`` from the parameterisation (Forbes et al., ECCV
+  2024): 0 while the change is at least a margin from the identity (``disguise``: the donor
+  share), so a proxy's score-A alone cannot undo a change people would see. 0 for the
+  others.
 
 The total is the sum of the per-face losses (faces in a batch are independent).
 """
@@ -51,9 +55,10 @@ class LossWeights:
     guard: float = 0.75  # the guard starts at guard x the CFRU threshold
     threshold: float = DLIB_DISTANCE_THRESHOLD  # Θ0 distance threshold of the torch CFRU
     lambda_prior: float = 0.05
+    lambda_margin: float = 10.0
 
     def validate(self) -> None:
-        for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior"):
+        for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior", "lambda_margin"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise DeidConfigError(name, f"must be a finite number >= 0, got {v!r}")
@@ -133,6 +138,7 @@ class LossTerms:
     score_a: torch.Tensor
     guard: torch.Tensor
     prior: torch.Tensor
+    margin: torch.Tensor | None = None
 
     def row(self, i: int) -> dict[str, float]:
         """Plain floats of face i (for the iteration record)."""
@@ -144,6 +150,8 @@ class LossTerms:
             "guard": float(self.guard[i]),
             "prior": float(self.prior[i]),
         }
+        if self.margin is not None:
+            out["margin"] = float(self.margin[i].detach())
         out.update({f"tap_{k}": float(v[i]) for k, v in self.taps.items()})
         return out
 
@@ -156,11 +164,15 @@ def deid_loss(
     logit_same: torch.Tensor,
     prior: torch.Tensor,
     weights: LossWeights,
+    margin: torch.Tensor | None = None,
 ) -> LossTerms:
     """All terms per face (see :func:`formula_a` for the row layout of ``out_emb``);
-    ``logit_same`` is the proxy's log-odds of "same" (N,)."""
+    ``logit_same`` is the proxy's log-odds of "same" (N,); ``margin`` the parameterisation's
+    human-side margin term (N,), if it has one."""
     fa, d0, taps = formula_a(src_emb, src_taps, out_emb, out_taps, weights)
     g = guard_term(d0, weights)
     sa = score_a_term(logit_same, weights)
     total = fa + weights.lambda_guard * g + weights.lambda_a * sa + weights.lambda_prior * prior
-    return LossTerms(total, fa, d0, taps, sa, g, prior)
+    if margin is not None:
+        total = total + weights.lambda_margin * margin
+    return LossTerms(total, fa, d0, taps, sa, g, prior, margin)

@@ -11,6 +11,8 @@ the resume state is just a tensor.
   shading field and a coarse displacement grid (warp). Every parameter is squashed by tanh
   into a bounded, meaningful range, so no step can produce a broken image.
 * ``pixels``: a free residual ``eps * tanh(theta)`` per pixel — the adversarial-noise baseline.
+* ``disguise`` (:mod:`.disguise`, registered there): a donor's head around the source's inner
+  face, with the cues people use (hair, brows, the 8-16 cycles band, contour, shading).
 
 Regions come from the aligned geometry of the context crop (``faces.context_crop``: 100 px per
 unit of dlib's mean face, the face's unit square at [100, 200] in a 300 crop), as soft
@@ -19,13 +21,14 @@ elliptical masks, so no segmentation network is needed.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models_app.vision.filters import gaussian_blur  # noqa: F401  (re-exported: disguise)
 
 REGIONS: tuple[str, ...] = ("face", "hair", "background")
 
@@ -55,18 +58,6 @@ def region_masks(h: int = 300, w: int = 300, soft: float = 8.0) -> torch.Tensor:
     return torch.stack([face, head - face, 1.0 - head])
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable depthwise Gaussian blur with reflect padding (keeps borders unbiased)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 class Parameterisation(nn.Module, ABC):
     """``render(base, theta)`` -> output; ``theta`` zeros is the identity."""
 
@@ -92,6 +83,11 @@ class Parameterisation(nn.Module, ABC):
     @abstractmethod
     def prior(self, theta: torch.Tensor) -> torch.Tensor:
         """(N,) image prior / regulariser (0 at the identity): how far from the source to go."""
+
+    def margin(self, theta: torch.Tensor) -> torch.Tensor:
+        """(N,) human-side margin term (Forbes et al., ECCV 2024): 0 while the change stays
+        at least a margin from the identity, positive below it. None by default."""
+        return theta.new_zeros(theta.shape[0])
 
     def describe(self, theta: torch.Tensor) -> dict[str, float]:
         """A few human-readable magnitudes of the current change (for the iteration record)."""

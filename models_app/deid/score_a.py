@@ -78,10 +78,11 @@ class HumanProxyScorer(_LogitScorer):
         taps: Mapping[str, torch.Tensor],
     ) -> torch.Tensor:
         """:meth:`logit` with the output's CFRU features (Θ0 and taps of its plain central
-        chip) given, as ``DlibResNet.features`` returns them. A proxy that sees luminance
-        only needs its own CFRU pass on the luminance image (the given features are RGB's)."""
+        chip) given, as ``DlibResNet.features`` returns them. A proxy whose identity branch
+        sees another chip (luminance, low-passed) needs its own CFRU pass (the given
+        features are the plain RGB chip's)."""
         m = self.model
-        if m.config.colour != "rgb":
+        if not m.identity_on_plain_chip:
             return self.logit(src, out)
         small = m.appearance_input(out)
         b = ImageInputs(m.identity_from_features(emb, taps), small, m.appearance.descriptors(small))

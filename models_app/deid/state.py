@@ -27,17 +27,22 @@ class DeidSource:
     photo: np.ndarray | None = None  # (H,W,3) uint8 RGB
     box: tuple[int, int, int, int] | None = None
     landmarks: list[tuple[int, int]] | None = None
+    # ``disguise`` only: the donor's aligned context crop (300,300,3 uint8), whose head and
+    # surroundings the source's inner face is set into (models_app.deid.donors chooses it).
+    donor: np.ndarray | None = None
 
     @property
     def chip(self) -> np.ndarray:
         return np.ascontiguousarray(central_chip(self.context))
 
-    def change_mask(self) -> np.ndarray | None:
-        """Where a change of the context crop survives compositing into the photo (see
-        :func:`~.composite.change_mask`); None without a photo (every pixel counts)."""
+    def change_mask(self, blend: str = "rectangle") -> np.ndarray | None:
+        """Where a change of the context crop survives compositing into the photo with this
+        blend shape (see :func:`~.composite.change_mask`); None without a photo (nothing is
+        composited: every pixel of the crop counts)."""
         if self.photo is None or self.box is None or self.landmarks is None:
             return None
-        return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0])
+        return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0],
+                           blend=blend)
 
 
 def prepare_source(rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)) -> DeidSource | None:

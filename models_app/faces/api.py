@@ -49,11 +49,17 @@ class FaceImageViewSet(
         upload = FaceImageUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         result = ingest_upload(
-            upload.validated_data["file"], subject_label=upload.validated_data.get("subject")
+            upload.validated_data["file"], subject_label=upload.validated_data.get("subject"),
+            kind=upload.validated_data.get("kind", FaceImage.Kind.SOURCE),
         )
         body = FaceImageSerializer(result.image).data
         body["duplicate"] = result.outcome == "duplicate"
         return Response(body, status=status.HTTP_200_OK if body["duplicate"] else status.HTTP_201_CREATED)
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        kind = self.request.query_params.get("kind")
+        return qs.filter(kind=kind) if kind else qs
 
     def perform_destroy(self, instance: FaceImage) -> None:
         delete_face_image(instance, actor=self.request.user)

@@ -22,3 +22,5 @@ NO_FACE = error_code("no_face", 422)
 SEVERAL_FACES = error_code("several_faces", 422)
 # The detector's bounded search ran out of time before every pass was tried.
 FACE_SEARCH_TOO_COSTLY = error_code("face_search_too_costly", 422)
+# An upload's kind: sources or donors only; a donor never comes with a subject.
+INVALID_KIND = error_code("invalid_kind", 400)

@@ -43,6 +43,9 @@ class FaceImage(models.Model):
     class Kind(models.TextChoices):
         SOURCE = "source", "source"
         OUTPUT = "output", "output"
+        # A head-and-surroundings donor for the `disguise` parameterisation: consented or
+        # licensed photos, never a rating source, never shown with an identity.
+        DONOR = "donor", "donor"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     subject = models.ForeignKey(

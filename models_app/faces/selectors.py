@@ -42,6 +42,37 @@ def contexts(images: Iterable[FaceImage]) -> tuple[list[str], np.ndarray]:
     return [str(i.pk) for i in imgs], arr
 
 
+def donor_images():
+    """The donor pool: usable donor photos (``kind`` donor, a face found, landmarks kept)."""
+    return FaceImage.objects.filter(
+        kind=FaceImage.Kind.DONOR, status=FaceImage.Status.OK, landmarks__isnull=False,
+    ).order_by("created", "id")
+
+
+# Donor features by (id, sha256): a donor's pixels never change, so each is measured once
+# per worker process (a pool of a few hundred costs a few seconds the first time).
+_DONOR_FEATURES: dict[tuple[str, str], np.ndarray] = {}
+
+
+def choose_donors(context: np.ndarray, landmarks5, k: int = 1) -> list[tuple[FaceImage, np.ndarray]]:
+    """The ``k`` donors of the pool that make the most natural photo with this source
+    (similar pose, face size, light and skin tone: ``models_app.deid.donors``), best first,
+    each with its aligned context crop. Empty when the pool is empty."""
+    from models_app.deid.donors import donor_features, select_donors
+
+    pool = list(donor_images())
+    if not pool:
+        return []
+    feats = []
+    for img in pool:
+        key = (str(img.pk), img.sha256)
+        if key not in _DONOR_FEATURES:
+            _DONOR_FEATURES[key] = donor_features(context_of(img), img.landmarks)
+        feats.append(_DONOR_FEATURES[key])
+    order = select_donors(donor_features(context, landmarks5), np.stack(feats), k)
+    return [(pool[i], context_of(pool[i])) for i in order]
+
+
 def _all_by_id(model: type[T], ids: Iterable, field: str, what: str) -> list[T]:
     wanted = set(ids)
     found = list(model.objects.filter(pk__in=wanted))

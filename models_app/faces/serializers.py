@@ -32,6 +32,12 @@ class FaceImageUploadSerializer(serializers.Serializer):
     subject = serializers.CharField(
         required=False, max_length=200, help_text="Pseudonymous subject label (optional)."
     )
+    kind = serializers.ChoiceField(
+        choices=[FaceImage.Kind.SOURCE, FaceImage.Kind.DONOR], required=False,
+        default=FaceImage.Kind.SOURCE,
+        help_text="source (default), or donor: a consented or licensed photo for the disguise "
+        "parameterisation's donor pool, stored without a subject.",
+    )
 
 
 class SubjectSerializer(serializers.ModelSerializer):

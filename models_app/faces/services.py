@@ -168,9 +168,20 @@ def delete_face_image(image: FaceImage, *, actor=None) -> None:
     erase_images([image], actor=actor)
 
 
-def ingest_upload(upload, *, subject_label: str | None = None, source: str = "api") -> IngestResult:
+def ingest_upload(
+    upload, *, subject_label: str | None = None, source: str = "api",
+    kind: str = FaceImage.Kind.SOURCE,
+) -> IngestResult:
     """An uploaded file (anything with ``size`` and ``read()``) through ingest; a rejection
-    raises :class:`AppError` with the ingest code, so every upload route answers alike."""
+    raises :class:`AppError` with the ingest code, so every upload route answers alike.
+    ``kind`` donor stores a donor-pool photo: never with a subject (no identity)."""
+    if kind not in (FaceImage.Kind.SOURCE, FaceImage.Kind.DONOR):
+        raise AppError(errors.INVALID_KIND, "Uploads are sources or donors.", field="kind")
+    if kind == FaceImage.Kind.DONOR and subject_label:
+        raise AppError(
+            errors.INVALID_KIND, "A donor photo is never stored with a subject (no identity).",
+            field="subject",
+        )
     limit = settings.DEID_MAX_UPLOAD_BYTES
     if upload.size > limit:
         # Checked before reading the body into memory.
@@ -179,7 +190,8 @@ def ingest_upload(upload, *, subject_label: str | None = None, source: str = "ap
             field="file", extra={"status": "rejected", "reason": errors.FILE_TOO_LARGE},
         )
     # The subject is created only with a stored image: a rejected upload leaves no row.
-    result = ingest_image(upload.read(), subject_label=subject_label or None, subject_source=source)
+    result = ingest_image(upload.read(), subject_label=subject_label or None, subject_source=source,
+                          kind=kind)
     if result.outcome == "rejected":
         raise AppError(
             result.code, result.detail, field="file",

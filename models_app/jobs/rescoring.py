@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from models_app.faces.selectors import context_of
-from models_app.training.models import ModelVersion
+from models_app.training.models import ModelKind, ModelVersion
 from models_app.training.selectors import load_version_model
 
 from .models import DeidJob
@@ -23,6 +23,8 @@ def rescore_outputs(version_id: str) -> dict[str, Any]:
     from models_app.proxy.data import context_to_tensor
 
     version = ModelVersion.objects.get(pk=version_id)
+    if version.kind != ModelKind.HUMAN_PROXY:  # score-A comes from human proxies only
+        return {"version": version_id, "skipped": "not a human proxy"}
     if version.status != ModelVersion.Status.PROMOTED:
         return {"version": version_id, "skipped": "not promoted any more"}
     scorer = HumanProxyScorer(load_version_model(version))

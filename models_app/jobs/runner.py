@@ -37,7 +37,7 @@ from models_app.vision import faces
 from models_app.vision.imagefile import encode_png
 
 from .models import DeidIteration, DeidJob
-from .params import config_from_params
+from .params import METHOD_GENERATOR, METHOD_HYBRID, config_from_params, method_of
 from .services import send_output_to_campaign
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,9 @@ def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: 
     photo did not confirm it."""
     if stop_reason != "success":
         return {"converged": "the loss stopped improving",
-                "max_iterations": "the iteration budget ran out"}.get(stop_reason, stop_reason)
+                "max_iterations": "the iteration budget ran out",
+                "single_pass": "one pass of the generator did not meet both thresholds",
+                }.get(stop_reason, stop_reason)
     if not detected:
         return "both thresholds met in the loop; no face found again in the saved photo"
     if score_b is None or score_b < tau_b:
@@ -181,7 +183,28 @@ def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: 
     return "both thresholds met, confirmed on the saved photo"
 
 
-def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: float) -> DeidJob:
+def _donor_for(job: DeidJob, context, landmarks):
+    """The job's donor (FaceImage, context crop): the one an earlier attempt chose, while it
+    is still in the pool (a resumed job keeps its donor), else the best of the pool now.
+    Remembered in ``final_detail["donor"]`` (an opaque id: donors carry no identity)."""
+    from models_app.faces.selectors import choose_donors, context_of, donor_images
+
+    chosen = (job.final_detail or {}).get("donor")
+    if chosen:
+        img = donor_images().filter(pk=chosen).first()
+        if img is not None:
+            return img, context_of(img)
+    best = choose_donors(context, landmarks, k=1)
+    if not best:
+        raise RuntimeError("the donor pool is empty (import donors with --kind donor)")
+    img, ctx = best[0]
+    job.final_detail = {**(job.final_detail or {}), "donor": str(img.pk)}
+    DeidJob.objects.filter(pk=job.pk).update(final_detail=job.final_detail)
+    return img, ctx
+
+
+def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: float,
+            extra: dict[str, Any] | None = None) -> DeidJob:
     from models_app.deid.metrics import naturalness  # torch: on the worker only
 
     """Store the output and complete the job in one transaction (idempotent: a job already
@@ -207,6 +230,7 @@ def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: f
         job.current_score_a = result.score_a
         job.current_proxy = job.proxy_version
         job.final_detail = {
+            **(extra or {}),
             "best_iteration": result.best_iteration, "iterations": result.iterations,
             "loop_score_b": result.score_b, "detected_in_saved_file": final.detected,
             "saved_file_score_b": final.score_b,
@@ -235,6 +259,8 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
     job = _claim(job_id)
     if job is None:
         return {"job": job_id, "skipped": True}
+    if method_of(job.params) == METHOD_GENERATOR:
+        return execute_generator_jobs(job)
     try:
         cfg = config_from_params(job.params)
         src = job.source
@@ -243,6 +269,10 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
             faces.context_crop(photo, src.box, src.landmarks), photo, tuple(src.box),
             [tuple(p) for p in src.landmarks],
         )
+        extra: dict[str, Any] = {}
+        if cfg.parameterisation == "disguise":
+            donor, source.donor = _donor_for(job, source.context, src.landmarks)
+            extra["donor"] = str(donor.pk)
         proxy = HumanProxyScorer(load_version_model(job.proxy_version))
         resume = _load_state(job)
         if resume is None and job.iterations_done:
@@ -259,10 +289,15 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
             rungs.clear()
             _record(job, rec, cp, mine)
 
+        start: dict[str, Any] = {}
+        if method_of(job.params) == METHOD_HYBRID:  # the loop from the generator's output
+            cfg, init, extra["generator"] = _generator_start(job, cfg, source)
+            if resume is None:
+                start["init_params"] = init
         result = run_deid(
             source, proxy, cfg, resume=resume, on_rung=rungs.append,
             on_iteration=record,
-            should_stop=lambda: _must_stop(job),
+            should_stop=lambda: _must_stop(job), **start,
         )
     except Exception as exc:
         _owned(job).update(
@@ -278,9 +313,15 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         return {"job": str(job.pk), "status": status}
 
     try:
+        from models_app.deid.composite import seam_figure
+
         data = encode_png(result.photo if result.photo is not None else result.context)
         final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
-        job = _finish(job, result, data, final, cfg, src, t0)
+        if result.photo is not None:
+            # What the blend leaves in the saved photo (the crop border and the blend's edge).
+            extra["seam"] = seam_figure(photo, result.photo, src.box, src.landmarks,
+                                        blend=cfg.blend)
+        job = _finish(job, result, data, final, cfg, src, t0, extra)
     except Exception as exc:
         # Not left ``running``: the sweeper would re-queue it forever.
         _owned(job).update(status=DeidJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
@@ -288,3 +329,95 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         raise
     return {"job": str(job.pk), "status": job.status, "stop_reason": job.stop_reason,
             "score_a": job.final_score_a, "score_b": job.final_score_b}
+
+
+# --- The generator (issue 16): one pass per face, batched over a batch's jobs ------------------
+
+# Jobs of one batch that one generator pass takes together (one message runs them all; the
+# others' deliveries then find their jobs finished or owned, and are dropped).
+GENERATOR_BATCH = 32
+
+
+def _generator_of(job: DeidJob):
+    """(network, version) of the generator the job was created with."""
+    from models_app.training.models import ModelKind, ModelVersion
+    from models_app.training.selectors import load_generator_version
+
+    version = ModelVersion.objects.get(pk=job.params["generator_version"],
+                                       kind=ModelKind.GENERATOR)
+    return load_generator_version(version), version
+
+
+def _generator_start(job: DeidJob, cfg, source):
+    """The hybrid's start: (config with the generator's plug, its parameters, detail)."""
+    from models_app.device import get_device
+    from models_app.generator.apply import config_for, predict_params
+
+    model, version = _generator_of(job)
+    theta = predict_params(model, [source], get_device())
+    return config_for(model, cfg), theta, {"version": version.number, "method": "hybrid"}
+
+
+def _batch_mates(job: DeidJob) -> list[DeidJob]:
+    """The job and, in a batch, its other queued generator jobs with the same parameters
+    and proxy, claimed for this attempt (a pass over many faces at once)."""
+    jobs = [job]
+    if job.batch_id is None:
+        return jobs
+    mates = DeidJob.objects.filter(
+        batch_id=job.batch_id, status=DeidJob.Status.QUEUED, params=job.params,
+        proxy_version_id=job.proxy_version_id,
+    ).exclude(pk=job.pk).order_by("created", "pk").values_list("pk", flat=True)
+    for pk in mates[: GENERATOR_BATCH - 1]:
+        other = _claim(str(pk))
+        if other is not None:
+            jobs.append(other)
+    return jobs
+
+
+def execute_generator_jobs(job: DeidJob) -> dict[str, Any]:
+    """``method=generator``: one forward pass of the promoted generator per face, scored as
+    the loop scores (record 0 of the loop: score-A by the proxy, score-B over EOT chips, a
+    success confirmed on the saved photo), then score-B on the saved file after fresh
+    detection, as every job. In a batch, the batch's queued jobs go through one pass."""
+    from models_app.deid import DeidSource, score_saved_output
+    from models_app.deid.score_a import HumanProxyScorer
+    from models_app.generator import run_generator
+
+    if _must_stop(job):  # cancelled since it was claimed
+        return {"job": str(job.pk), "status": "cancelled"}
+    jobs = _batch_mates(job)
+    try:
+        cfg = config_from_params(job.params)
+        model, version = _generator_of(job)
+        srcs, photos, sources = [], [], []
+        for j in jobs:
+            src = j.source
+            photo = load_rgb_array(src)
+            srcs.append(src)
+            photos.append(photo)
+            sources.append(DeidSource(
+                faces.context_crop(photo, src.box, src.landmarks), photo, tuple(src.box),
+                [tuple(p) for p in src.landmarks],
+            ))
+        proxy = HumanProxyScorer(load_version_model(job.proxy_version))
+        t0 = time.perf_counter()
+        results = run_generator(
+            model, sources, proxy, cfg,
+            on_iteration=lambda rec, cp: _record(jobs[rec.face], rec, cp),
+        )
+        out = []
+        for j, src, source, result in zip(jobs, srcs, sources, results, strict=True):
+            data = encode_png(result.photo if result.photo is not None else result.context)
+            final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
+            extra = {"generator": {"version": version.number, "method": "generator",
+                                   "batched_faces": len(jobs)}}
+            done = _finish(j, result, data, final, cfg, src, t0, extra)
+            out.append({"job": str(done.pk), "status": done.status})
+    except Exception as exc:
+        for j in jobs:
+            _owned(j).update(status=DeidJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+                             finished=timezone.now())
+        raise
+    first = out[0]
+    return {**first, "batched": out[1:]}

@@ -68,12 +68,15 @@ class DeidJobCreateSerializer(serializers.Serializer):
     )
     params = serializers.JSONField(
         required=False,
-        help_text="Job parameters (DeidConfig): parameterisation style|pixels, mode "
+        help_text="Job parameters (DeidConfig): parameterisation style|pixels|disguise "
+        "(disguise needs a donor pool; disguise_ranges overrides its bounds), blend "
+        "head|rectangle (how the output goes into the photo; head), mode "
         "restart|evolve, tau_a (0.3), tau_b (0.5), lr, steps_per_iteration (1), "
         "max_iterations (90), convergence_window (20), convergence_eps (0.005), ensemble "
         "{cfrus, aggregation}, loss {lambda0, lambda_taps, lambda_a, ...}, eot {...}, seed, "
         "ladder (score-A thresholds whose first iterate below is stored and judged too; "
-        "[0.8, 0.6, 0.4]; [] turns it off).",
+        "[0.8, 0.6, 0.4]; [] turns it off); method iterative (default) | generator (one pass "
+        "of the promoted generator) | hybrid (the loop from the generator's output).",
     )
 
     def validate(self, attrs):

@@ -14,8 +14,9 @@ from django.db import transaction
 
 from deidplatform.celery import RUN_DEID_JOB, require_broker
 from deidplatform.dispatch import enqueue_work, sweep_stale
-from deidplatform.errors import AppError
+from deidplatform.errors import INVALID, AppError
 from models_app.faces.models import FaceImage, Subject
+from models_app.faces.selectors import donor_images
 from models_app.training.models import ModelKind, ModelVersion
 from models_app.training.selectors import promoted_version
 from ratings.models import Campaign
@@ -23,7 +24,7 @@ from ratings.services import create_pairs
 
 from . import errors
 from .models import DeidBatch, DeidJob
-from .params import validated_params
+from .params import METHOD_ITERATIVE, method_of, validated_params
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,31 @@ def _promoted_proxy() -> ModelVersion:
     return proxy
 
 
+def _with_generator(clean: dict[str, Any]) -> dict[str, Any]:
+    """For ``method`` generator or hybrid: the promoted generator, named in the params (the
+    job keeps using that version); a clear 409 when none is promoted, 400 when the job asks
+    for another parameterisation than the generator predicts."""
+    if method_of(clean) == METHOD_ITERATIVE:
+        return clean
+    gen = promoted_version(ModelKind.GENERATOR)
+    if gen is None:
+        raise AppError(
+            errors.NO_PROMOTED_GENERATOR,
+            f"method {clean['method']!r} needs a promoted generator: train one "
+            "(POST /api/training-runs/ with kind=generator) first.",
+            field="params.method",
+        )
+    plug = (gen.config.get("generator") or {}).get("parameterisation", "style")
+    if clean.get("parameterisation") != plug:
+        raise AppError(
+            INVALID,
+            f"the promoted generator predicts the {plug!r} parameterisation; a "
+            f"{clean['method']!r} job must use it.",
+            field="params.parameterisation",
+        )
+    return {**clean, "generator_version": str(gen.pk)}
+
+
 def _check_campaign(campaign: Campaign | None) -> None:
     if campaign is not None and campaign.status == Campaign.Status.CLOSED:
         raise AppError(
@@ -58,10 +84,23 @@ def _check_campaign(campaign: Campaign | None) -> None:
         )
 
 
+def _check_donors(clean: dict[str, Any]) -> None:
+    """A ``disguise`` job needs a donor pool (``import_faces --kind donor``, or uploads with
+    ``kind`` donor)."""
+    if clean.get("parameterisation") == "disguise" and not donor_images().exists():
+        raise AppError(
+            errors.NO_DONORS,
+            "The disguise parameterisation needs donor photos: import some with "
+            "`manage.py import_faces DIR --kind donor` or upload them with kind=donor.",
+            field="params.parameterisation",
+        )
+
+
 def check_job_can_start(params: dict[str, Any] | None, campaign: Campaign | None) -> None:
     """Every refusal that does not depend on the source image, so that a job upload is
     refused before its photo is stored (nothing is left behind by a refused request)."""
-    validated_params(params)
+    _with_generator(validated_params(params))
+    _check_donors(validated_params(params))
     _check_campaign(campaign)
     _promoted_proxy()
     require_broker()
@@ -78,7 +117,8 @@ def create_deid_job(
     """Validate, store and enqueue one job (sent to the gpu queue once this commits)."""
     _check_source(source)
     _check_campaign(campaign)
-    clean = validated_params(params)
+    clean = _with_generator(validated_params(params))
+    _check_donors(clean)
     proxy = _promoted_proxy()
     require_broker()  # 503 before storing anything while work cannot be queued
     with transaction.atomic():
@@ -100,7 +140,8 @@ def create_batch(
 ) -> DeidBatch:
     """One job per usable source image of the given subjects (and the given images)."""
     _check_campaign(campaign)
-    clean = validated_params(params)
+    clean = _with_generator(validated_params(params))
+    _check_donors(clean)
     proxy = _promoted_proxy()
     sources = {img.pk: img for img in images}
     subject_ids = [s.pk for s in subjects]

@@ -12,6 +12,7 @@ Django side (training runs, model registry, Celery tasks) is a thin layer on top
 * :mod:`.data` — pair sets (:class:`~.data.LabelledPair`: LFW natural pairs, human-labelled
   pairs), subject-disjoint splits, per-image inputs (:class:`~.data.ImageBank`);
 * :mod:`.train` — :func:`~.train.train_proxy` with the stop rules of claims 7, 9 and 10;
+* :mod:`.augment` — known-same training pairs from the perceptual battery's invariance set;
 * :mod:`.metrics` — AUC, accuracy, Brier, ECE, reliability diagram, human ceiling;
 * :mod:`.io` — safetensors + JSON save/load that never unpickles.
 """

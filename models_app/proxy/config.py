@@ -14,7 +14,12 @@ COLOURS = ("luminance", "rgb")
 class ProxyConfig:
     """Architecture of a :class:`~.network.HumanProxy`; stored as JSON with the weights."""
 
-    taps: tuple[str, ...] = dlib_resnet.TAP_NAMES
+    # The CFRU's multi-scale taps compared besides Θ0 (cosines and relative distances of
+    # their pooled vectors). None by default: on LFW they add nothing to the dlib distance
+    # (BENCHMARKS.md, human proxy: 98.75 % vs 98.80 %), and they are what a 4-grey-level
+    # attack moves while Θ0, and with it score-B, stays put (perceptual battery section:
+    # `pixels` at ε = 4). Versions stored with taps keep them.
+    taps: tuple[str, ...] = ()
     pool: int = 4  # context crop -> 75x75 for the appearance branch
     cnn_channels: tuple[int, ...] = (16, 32, 64, 64)
     appearance_dim: int = 64
@@ -35,10 +40,30 @@ class ProxyConfig:
     # The appearance branch sees the crop averaged with its mirror image: people ignore
     # mirroring, so which side the hair is parted on earns nothing (False: first versions).
     mirror_symmetric: bool = True
+    # What the identity branch's CFRU sees: "luminance" (as the appearance branch: a hue
+    # change earns nothing) or "rgb" (the photo's own chip, score-B's evidence). Stored
+    # versions without this key saw what their appearance branch saw (``colour``). With
+    # the taps gone both resist the ε = 4 attack (BENCHMARKS.md); luminance keeps hue
+    # invariance exact.
+    identity_colour: str = "luminance"
+    # Gaussian low-pass (σ in pixels of the 150 recognition chip; 0: none) before the
+    # identity branch's CFRU: people resolve identity in 8-16 cycles per face width
+    # (Näsänen 1999), the face is ~100 px wide in the chip, and σ = 1 keeps ~60 % of 16
+    # cycles while removing most of a few grey levels of pixel noise. Off by default: with
+    # the taps kept it did not stop the attack (1 of 8 faces, BENCHMARKS.md), and without
+    # them it is not needed.
+    identity_blur: float = 0.0
 
     def __post_init__(self) -> None:
         if self.colour not in COLOURS:
             raise ValueError(f"colour must be one of {COLOURS}, got {self.colour!r}")
+        if self.identity_colour not in COLOURS:
+            raise ValueError(
+                f"identity_colour must be one of {COLOURS}, got {self.identity_colour!r}"
+            )
+        v = self.identity_blur
+        if not (isinstance(v, int | float) and 0.0 <= v <= 8.0):
+            raise ValueError(f"identity_blur must be in [0, 8] px, got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +82,8 @@ class ProxyConfig:
 
     def bank_signature(self) -> dict:
         """The fields an :class:`~.data.ImageBank` depends on (cache key for banks)."""
-        keys = ("taps", "pool", "hist_bins", "lowpass", "colour", "mirror_symmetric")
+        keys = ("taps", "pool", "hist_bins", "lowpass", "colour", "mirror_symmetric",
+                "identity_colour", "identity_blur")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     @property

@@ -32,7 +32,8 @@ FORMAT_VERSION = "1"
 MAX_HEADER = 16 * 1024 * 1024
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes and bytes of the tensors (a stored model's integrity)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -58,7 +59,7 @@ def proxy_to_bytes(model: HumanProxy) -> bytes:
         "format_version": FORMAT_VERSION,
         "config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(model.meta.__dict__, default=float),
-        "sha256": _digest(tensors),
+        "sha256": tensor_digest(tensors),
     }
     return save(tensors, metadata=metadata)
 
@@ -146,7 +147,10 @@ def load_proxy(
     try:
         # Versions saved before these options saw RGB, unmirrored.
         legacy = {"colour": "rgb", "mirror_symmetric": False}
-        config = ProxyConfig.from_dict({**legacy, **info["config"]})
+        stored = {**legacy, **info["config"]}
+        # ... and their identity branch saw what the appearance branch saw, unfiltered.
+        stored.setdefault("identity_colour", stored["colour"])
+        config = ProxyConfig.from_dict(stored)
         meta = ProxyMeta(**info["meta"])
         model = HumanProxy(config, meta)
     except (TypeError, ValueError) as exc:
@@ -162,7 +166,7 @@ def load_proxy(
         raise CorruptModelError(f"{name}: tensors do not fit the config (e.g. {diff[:3]})")
     if any(t.dtype != torch.float32 for t in tensors.values()):
         raise CorruptModelError(f"{name}: tensors must be float32")
-    if _digest(tensors) != info["sha256"]:
+    if tensor_digest(tensors) != info["sha256"]:
         raise CorruptModelError(f"{name}: checksum mismatch (the weights are damaged)")
     bad = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
     if bad:

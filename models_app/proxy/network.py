@@ -4,10 +4,12 @@ Siamese over the two images' context crops (``faces.context_crop``: 300x300, dli
 padding 1.0, so hair, ears, clothes and background show), with two branches:
 
 * identity — the FROZEN dlib-torch CFRU (``dlib_resnet``) on the central 150x150 window of
-  each context crop (the recognition chip, cut by slicing so the gradient reaches the image):
-  Θ0 and the global-average-pooled multi-scale taps, compared by the dlib distance, the
-  cosine of Θ0 and per-tap cosines and relative distances (optionally also |Δ| and products
-  of the normalised Θ0: ``identity_vectors``);
+  each context crop (the recognition chip, cut by slicing so the gradient reaches the image;
+  luminance or RGB, optionally low-passed: :meth:`HumanProxy.identity_chip`): Θ0 compared
+  by the dlib distance and cosine, plus, for the configured ``taps`` (none by default: an
+  imperceptible attack moves them while Θ0 stays), per-tap cosines and relative distances
+  of the global-average-pooled taps (optionally also |Δ| and products of the normalised
+  Θ0: ``identity_vectors``);
 * appearance — trainable, on the context crop average-pooled to 75x75 (low frequencies):
   :class:`~.appearance.AppearanceEncoder`.
 
@@ -36,6 +38,7 @@ from torch import nn
 from models_app.vision import dlib_resnet
 from models_app.vision.battery import LUMA
 from models_app.vision.chips import CONTEXT_SIZE, central_chip
+from models_app.vision.filters import gaussian_blur
 
 from .appearance import AppearanceEncoder
 from .config import ProxyConfig, ProxyMeta
@@ -134,8 +137,21 @@ class HumanProxy(nn.Module):
         """
         self._check_contexts(contexts)
         cfru = dlib_resnet.get_dlib_resnet(contexts.device, contexts.dtype)
-        seen = self.as_seen(contexts)
-        return self.identity_from_features(*cfru.features(central_chip(seen), taps=True))
+        return self.identity_from_features(*cfru.features(self.identity_chip(contexts), taps=True))
+
+    def identity_chip(self, contexts: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 150, 150): the central recognition chip as the identity branch's CFRU sees
+        it (``identity_colour``, then the ``identity_blur`` low-pass)."""
+        cfg = self.config
+        seen = contexts if cfg.identity_colour == "rgb" else self._luminance(contexts)
+        chip = central_chip(seen)
+        return gaussian_blur(chip, cfg.identity_blur) if cfg.identity_blur > 0 else chip
+
+    @property
+    def identity_on_plain_chip(self) -> bool:
+        """True when the identity features are the CFRU's on the plain RGB central chip (a
+        caller that already ran the CFRU there may pass its features on)."""
+        return self.config.identity_colour == "rgb" and self.config.identity_blur == 0
 
     def identity_from_features(
         self, emb: torch.Tensor, taps: Mapping[str, torch.Tensor]
@@ -158,6 +174,10 @@ class HumanProxy(nn.Module):
         config says "rgb" (people ignore hue that keeps luminance; the CFRU alone does not)."""
         if self.config.colour != "luminance":
             return contexts
+        return self._luminance(contexts)
+
+    @staticmethod
+    def _luminance(contexts: torch.Tensor) -> torch.Tensor:
         luma = contexts.new_tensor(LUMA).view(1, 3, 1, 1)
         return (contexts * luma).sum(dim=1, keepdim=True).repeat(1, 3, 1, 1)
 

@@ -11,7 +11,7 @@ from django.db.models import Count
 
 from models_app.faces.models import FaceImage
 from models_app.jobs.models import DeidJob
-from models_app.training.models import TrainingRun
+from models_app.training.models import ModelKind, TrainingRun
 from ratings.models import Judgment, Pair, PairLabel
 from ratings.selectors import label_judgments
 
@@ -116,7 +116,9 @@ def progress(rnd: Round) -> dict[str, Any]:
 
 
 def training_busy() -> bool:
-    return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).exists()
+    """A proxy run is queued or running (a generator retraining does not hold a round up)."""
+    return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE,
+                                      kind=ModelKind.HUMAN_PROXY).exists()
 
 
 def round_pairs(rnd: Round) -> list[dict[str, Any]]:

@@ -85,7 +85,9 @@ SIMULATE_DEFAULTS: dict[str, Any] = {
 
 _CAMPAIGN_FIELDS = set(ROUND_DEFAULTS["campaign"]) | {"hold_timeout_s", "rater_quota", "completion_code",
                                                       "require_signed_links", "instructions",
-                                                      "consent_text", "attention_failures_allowed"}
+                                                      "consent_text", "attention_failures_allowed",
+                                                      "min_work_pairs", "rater_image",
+                                                      "screenout_code", "return_url"}
 
 CONSENT = (
     "You will see pairs of face photos, some of them altered, and say whether they show the "

@@ -18,7 +18,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "kind", "number", "status", "is_prior", "held_out_auc", "battery_verdict", "created", "promoted_at")
+    list_display = ("__str__", "kind", "number", "status", "is_prior", "held_out_auc",
+                    "held_out_success", "battery_verdict", "created", "promoted_at")
     list_filter = ("kind", "status", "is_prior")
     readonly_fields = [f.name for f in ModelVersion._meta.fields if f.name not in ("file", "reliability_diagram")]
     exclude = ("file", "reliability_diagram")
@@ -27,6 +28,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="held-out AUC")
     def held_out_auc(self, obj: ModelVersion):
         return (obj.metrics.get("held_out") or {}).get("auc")
+
+    @admin.display(description="held-out success (generator)")
+    def held_out_success(self, obj: ModelVersion):
+        return obj.metrics.get("held_out_success_rate")
 
     @admin.display(description="perceptual battery")
     def battery_verdict(self, obj: ModelVersion) -> str:

@@ -10,6 +10,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from deidplatform.errors import INVALID, AppError
 from deidplatform.permissions import RolePermission
 
 from . import registry
@@ -20,7 +21,7 @@ from .serializers import (
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
-from .services import cancel_training_run, request_training_run
+from .services import cancel_training_run, request_generator_run, request_training_run
 
 
 class TrainingRunViewSet(
@@ -36,7 +37,11 @@ class TrainingRunViewSet(
     def create(self, request: Request) -> Response:
         body = TrainingRunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        run = request_training_run(config=body.validated_data["config"])
+        data = body.validated_data
+        if data["kind"] == ModelKind.GENERATOR:
+            run = request_generator_run(config=data["config"])
+        else:
+            run = request_training_run(config=data["config"])
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: TrainingRunSerializer})
@@ -68,7 +73,11 @@ class ModelVersionViewSet(
     @extend_schema(request=None, responses={200: ModelVersionSerializer})
     @action(detail=False, methods=["post"])
     def rollback(self, request: Request) -> Response:
-        version = registry.rollback(request.query_params.get("kind", ModelKind.HUMAN_PROXY))
+        kind = request.query_params.get("kind", ModelKind.HUMAN_PROXY)
+        if kind not in ModelKind.values:
+            raise AppError(INVALID, f"unknown kind; one of {list(ModelKind.values)}.",
+                           field="kind")
+        version = registry.rollback(kind)
         return Response(ModelVersionSerializer(version).data)
 
     @extend_schema(responses={(200, "image/png"): bytes})

@@ -1,7 +1,9 @@
 """Erasure in the training domain: forget erased images and subjects in runs' snapshots.
 
 A run's ``data_snapshot`` lists the pairs it trained on (image ids, subject ids) and the
-subject split; after an erasure none of those ids may remain. The counts and metrics of
+subject split; after an erasure none of those ids may remain. A generator run's snapshot
+lists its training and held-out faces (``train_faces``, ``held_out_faces``): erased ones are
+taken out too (``erased_faces`` counts them). The counts and metrics of
 the run stay (they are about the run, not the person); ``erased_pairs`` says how many
 pairs were taken out.
 """
@@ -42,9 +44,18 @@ def scrub_snapshots(image_ids: Iterable[str], subject_ids: Iterable[str]) -> int
             part: [s for s in members if s not in subjects]
             for part, members in (snap.get("split") or {}).items()
         }
-        new = {**snap, "pairs": kept, "split": split} if "pairs" in snap or "split" in snap else snap
+        new = ({**snap, "pairs": kept, "split": split} if "pairs" in snap or "split" in snap
+               else dict(snap))
         if len(kept) != len(pairs):
             new["erased_pairs"] = int(snap.get("erased_pairs", 0)) + len(pairs) - len(kept)
+        # A generator run lists the faces it trained and was scored on (image ids).
+        for key in ("train_faces", "held_out_faces"):
+            if key in snap:
+                faces = [i for i in snap[key] if i not in images]
+                if len(faces) != len(snap[key]):
+                    new[key] = faces
+                    new["erased_faces"] = (int(new.get("erased_faces", 0))
+                                           + len(snap[key]) - len(faces))
         if new != snap:
             run.data_snapshot = new
             run.save(update_fields=["data_snapshot"])

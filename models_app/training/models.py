@@ -17,6 +17,7 @@ def _diagram_path(instance: ModelVersion, filename: str) -> str:
 
 class ModelKind(models.TextChoices):
     HUMAN_PROXY = "human_proxy", "human proxy"
+    GENERATOR = "generator", "de-identification generator"
 
 
 class TrainingRun(models.Model):

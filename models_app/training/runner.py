@@ -97,12 +97,19 @@ def execute_training_run(run_id: str) -> dict:
     """Train, register, gate and (on a pass) promote. Runs on a gpu worker."""
     # torch and the networks load on the worker only, not in every web process.
     from models_app.proxy import ProxyError
+    from models_app.proxy.augment import DEFAULT_INVARIANCE_PAIRS, add_invariance_pairs
     from models_app.proxy.config import ProxyConfig
     from models_app.proxy.data import check_pairs
     from models_app.proxy.io import proxy_to_bytes
     from models_app.proxy.network import HumanProxy
     from models_app.proxy.train import TrainConfig, train_proxy
 
+    if TrainingRun.objects.filter(pk=run_id, kind=ModelKind.GENERATOR).exists():
+        # A generator run sent under the proxy's task name (the sweeper re-sends every kind
+        # of run by one name): it runs as a generator, never as a proxy.
+        from .generator_runner import execute_generator_run
+
+        return execute_generator_run(run_id)
     run = mark_running(run_id)
     if run is None:
         return {"run": run_id, "skipped": True}
@@ -134,9 +141,15 @@ def execute_training_run(run_id: str) -> dict:
         if not _owned(run).update(heartbeat=timezone.now()):
             return {"run": str(run.pk), "skipped": True}  # cancelled or taken over meanwhile
         split = fixed_split(data.pairs, seed=int(cfg["seed"]))
+        # Known-same pairs (image, invariance-set variant) for the training subjects: what
+        # people ignore must not move score-A (models_app.proxy.augment).
+        train_bank, train_pairs = add_invariance_pairs(
+            encoder, bank, data.pairs, ctx, keys, split.train,
+            int(cfg.get("invariance_pairs", DEFAULT_INVARIANCE_PAIRS)), seed=int(cfg["seed"]),
+        )
         result = train_proxy(
-            bank, data.pairs, train_cfg, split=split, init=init, model_config=model_config,
-            on_epoch=_history_saver(run),
+            train_bank, train_pairs, train_cfg, split=split, init=init,
+            model_config=model_config, on_epoch=_history_saver(run),
         )
     except (ProxyError, AppError, ValueError, KeyError) as exc:
         # Bad data or a corrupt promoted file: the run fails, the promoted version stays.
@@ -185,6 +198,7 @@ def execute_training_run(run_id: str) -> dict:
         "incumbent_on_held_out": inc_metrics,
         "labels": data.n_labels, "simulated_labels": data.n_simulated_labels,
         "warm_start": warm,
+        "invariance_pairs": len(train_pairs) - len(data.pairs),
     }
     # A tiny held-out set can show AUC 1.0 and mean nothing: say so beside the figures.
     if len(held_out) < settings.DEID_MIN_HELD_OUT_PAIRS:

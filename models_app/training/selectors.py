@@ -200,10 +200,13 @@ _model_cache: dict[str, Any] = {}
 
 
 def load_version_model(version: ModelVersion) -> Any:
-    """The version's network, checksum-verified, loaded without unpickling; cached per id."""
+    """The version's network, checksum-verified, loaded without unpickling; cached per id.
+    Human proxies only (a generator is loaded by :func:`load_generator_version`)."""
     from models_app.device import get_device
     from models_app.proxy.io import load_proxy  # torch: only where a network is needed
 
+    if version.kind != ModelKind.HUMAN_PROXY:
+        raise ValueError(f"{version} is not a human proxy")
     key = str(version.pk)
     model = _model_cache.get(key)
     if model is None:
@@ -213,9 +216,58 @@ def load_version_model(version: ModelVersion) -> Any:
     return model
 
 
+def load_generator_version(version: ModelVersion) -> Any:
+    """A generator version's network (``models_app.generator``), checksum-verified; cached
+    per id beside the proxy (one of each kind per worker)."""
+    from models_app.device import get_device
+    from models_app.generator.io import load_generator
+
+    if version.kind != ModelKind.GENERATOR:
+        raise ValueError(f"{version} is not a generator")
+    key = f"generator:{version.pk}"
+    model = _generator_cache.get(key)
+    if model is None:
+        model = load_generator(read_weights(version), device=get_device())
+        _generator_cache.clear()
+        _generator_cache[key] = model
+    return model
+
+
+_generator_cache: dict[str, Any] = {}
+
+
 def clear_model_cache() -> None:
     """Forget loaded networks (tests; a worker that must reload from storage)."""
     _model_cache.clear()
+    _generator_cache.clear()
+
+
+def generator_faces(
+    subjects: Iterable[str] | None = None,
+) -> tuple[list[FaceImage], list[FaceImage]]:
+    """(training, held-out) source faces for a generator: usable sources with a subject,
+    held-out by the registry's fixed subject hash (the proxy gate's held-out subjects), so
+    no generator trains on the faces it is gated on. ``subjects``: only these."""
+    qs = FaceImage.objects.filter(
+        kind=FaceImage.Kind.SOURCE, status=FaceImage.Status.OK, subject__isnull=False
+    ).exclude(landmarks__isnull=True).order_by("subject_id", "created", "id")
+    if subjects is not None:
+        qs = qs.filter(subject_id__in=list(subjects))
+    by_subject: dict[str, list[FaceImage]] = {}
+    for img in qs:
+        by_subject.setdefault(str(img.subject_id), []).append(img)
+    held = set(held_out_subjects(by_subject))
+    train = [i for s, imgs in by_subject.items() if s not in held for i in imgs]
+    test = [i for s, imgs in by_subject.items() if s in held for i in imgs]
+    return train, test
+
+
+def faces_in_order(ids: Iterable[str]) -> list[FaceImage]:
+    """The usable source faces of these ids, in that order (a resumed run's snapshot)."""
+    ids = list(ids)
+    found = {str(i.pk): i for i in FaceImage.objects.filter(
+        pk__in=ids, status=FaceImage.Status.OK).exclude(landmarks__isnull=True)}
+    return [found[i] for i in ids if i in found]
 
 
 def new_labels_since_last_run() -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from .models import ModelVersion, TrainingRun
+from .models import ModelKind, ModelVersion, TrainingRun
 from .services import RUN_DEFAULTS
 
 
@@ -24,21 +24,35 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices, default=ModelKind.HUMAN_PROXY,
+        help_text="human_proxy (default) or generator (its config: "
+        "training.generator_runner.GENERATOR_RUN_DEFAULTS).",
+    )
     config = serializers.JSONField(required=False, default=dict)
+
+    def validate(self, attrs):
+        if attrs["kind"] == ModelKind.GENERATOR:
+            return attrs  # validated by the generator run's service, naming the key
+        attrs["config"] = self._proxy_config(attrs["config"])
+        return attrs
 
     def validate_config(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("config must be a JSON object.")
+        return value
+
+    def _proxy_config(self, value):
         unknown = set(value) - set(RUN_DEFAULTS)
         if unknown:
-            raise serializers.ValidationError(f"unknown keys: {sorted(unknown)}")
+            raise serializers.ValidationError({"config": [f"unknown keys: {sorted(unknown)}"]})
         if "train" in value:
             from models_app.proxy.train import TrainConfig  # torch: not in every web process
 
             try:
                 TrainConfig.from_dict(value["train"])
             except (TypeError, ValueError) as exc:
-                raise serializers.ValidationError(f"train: {exc}") from None
+                raise serializers.ValidationError({"config": [f"train: {exc}"]}) from None
         return value
 
 

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deidplatform.celery import TRAIN_PROXY, require_broker
+from deidplatform.celery import TRAIN_GENERATOR, TRAIN_PROXY, require_broker
 from deidplatform.dispatch import enqueue_work, sweep_stale
-from deidplatform.errors import AppError
+from deidplatform.errors import INVALID, AppError
 
 from . import errors, selectors
 from .models import ModelKind, TrainingRun
@@ -42,22 +42,40 @@ def request_training_run(
 ) -> TrainingRun:
     """Queue one run; refuses a second while one is queued or running, and refuses (503)
     while the broker is unreachable, before storing anything."""
+    return _queue_run(ModelKind.HUMAN_PROXY, TRAIN_PROXY, "Training run", trigger, config)
+
+
+def request_generator_run(
+    *, trigger: str = TrainingRun.Trigger.MANUAL, config: dict[str, Any] | None = None
+) -> TrainingRun:
+    """Queue one generator run (``training.generator_runner``; its config is validated
+    there: ``invalid`` naming the key); one generator run at a time, and none while the
+    broker is unreachable (503, nothing stored)."""
+    from .generator_runner import validate_generator_config
+
+    try:
+        validate_generator_config(config)
+    except ValueError as exc:
+        raise AppError(INVALID, str(exc), field="config") from None
+    return _queue_run(ModelKind.GENERATOR, TRAIN_GENERATOR, "Generator run", trigger, config)
+
+
+def _queue_run(kind: str, task: str, what: str, trigger: str,
+               config: dict[str, Any] | None) -> TrainingRun:
+    """One run of ``kind`` at a time (the row lock serialises concurrent requests)."""
     require_broker()
     with transaction.atomic():
         busy = (
             TrainingRun.objects.select_for_update()
-            .filter(kind=ModelKind.HUMAN_PROXY, status__in=TrainingRun.ACTIVE)
+            .filter(kind=kind, status__in=TrainingRun.ACTIVE)
             .first()
         )
         if busy is not None:
             raise AppError(
-                errors.RUN_IN_PROGRESS,
-                f"Training run {busy.id} is {busy.status}; wait for it to finish.",
+                errors.RUN_IN_PROGRESS, f"{what} {busy.id} is {busy.status}; wait for it to finish.",
             )
-        run = TrainingRun.objects.create(
-            kind=ModelKind.HUMAN_PROXY, trigger=trigger, config=dict(config or {})
-        )
-        enqueue_work(run, TRAIN_PROXY)
+        run = TrainingRun.objects.create(kind=kind, trigger=trigger, config=dict(config or {}))
+        enqueue_work(run, task)
     return run
 
 
@@ -95,7 +113,9 @@ def maybe_retrain(*, scheduled: bool = False) -> TrainingRun | None:
     if n < need:
         log.info("retraining skipped: %d new labels, %d needed", n, need)
         return None
-    if TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).exists():
+    if TrainingRun.objects.filter(
+        kind=ModelKind.HUMAN_PROXY, status__in=TrainingRun.ACTIVE
+    ).exists():
         return None
     trigger = TrainingRun.Trigger.SCHEDULE if scheduled else TrainingRun.Trigger.NEW_LABELS
     return request_training_run(trigger=trigger)

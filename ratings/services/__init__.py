@@ -19,9 +19,10 @@ from .labels import mark_labels_pending, recompute_labels
 from .pairs import create_pairs
 from .raters import (
     block_rater,
+    finish_session,
     get_or_create_rater,
     record_consent,
-    record_finished,
+    record_declined,
     release_blocked_rater,
     unblock_rater,
 )
@@ -34,13 +35,14 @@ __all__ = [
     "SubmitResult",
     "block_rater",
     "create_pairs",
+    "finish_session",
     "get_or_create_rater",
     "mark_labels_pending",
     "next_assignments",
     "recompute_labels",
     "reclaim_expired_holds",
     "record_consent",
-    "record_finished",
+    "record_declined",
     "release_blocked_rater",
     "submit_judgment",
     "unblock_rater",

@@ -17,7 +17,7 @@ from django.utils import timezone
 from .. import locking
 from ..errors import NOT_FOUND, RatingError
 from ..models import Assignment, Campaign, Pair, Rater
-from ..selectors import qualification_target
+from ..selectors import qualification_target, work_minimum_met
 
 RECLAIM_BATCH = 100
 RECLAIM_INTERVAL = timedelta(seconds=1)
@@ -132,12 +132,13 @@ def next_locked(rater: Rater, holds: int, now: datetime, *, held: int) -> NextRe
         return NextResult("blocked", rater=rater)
     if campaign.status != Campaign.Status.ACTIVE:
         return NextResult("closed", rater=rater)
-    if campaign.consent_text and rater.consented_at is None:
-        return NextResult("consent_required", rater=rater)
+    if rater.declined_at is not None or (campaign.consent_text and rater.consented_at is None):
+        return NextResult("consent_required", rater=rater)  # declined: screened out for good
     if rater.finished_at is not None:  # given the completion code: done for good
         return NextResult("finished", rater=rater)
     open_holds = list(
-        rater.assignments.filter(state=Assignment.State.ISSUED).order_by("issued", "pk")
+        rater.assignments.filter(state=Assignment.State.ISSUED).select_related("pair")
+        .order_by("issued", "pk")
     )
     live = [a for a in open_holds if a.expires > now]
     # From here the transaction may hold pair locks (taken with SKIP LOCKED): it must
@@ -152,7 +153,12 @@ def next_locked(rater: Rater, holds: int, now: datetime, *, held: int) -> NextRe
             rater.save(update_fields=["qualified"])
     stop_reason = "no_work"
     while len(live) < holds:
-        if campaign.rater_quota and rater.judgments_count + len(live) >= campaign.rater_quota:
+        # The quota ends the work only once the completion code's minimum of real pairs
+        # is judged (checks mixed in count towards the quota, not towards the minimum).
+        # Real pairs on hold count as work to come (the hot path counts them the same way).
+        if (campaign.rater_quota and rater.judgments_count + len(live) >= campaign.rater_quota
+                and work_minimum_met(rater, campaign, pending=sum(
+                    a.pair.kind == Pair.Kind.DEID for a in live))):
             stop_reason = "finished"
             break
         assignment = _issue_one(rater, campaign, live, target, now, may_wait=held == 0)
@@ -162,7 +168,10 @@ def next_locked(rater: Rater, holds: int, now: datetime, *, held: int) -> NextRe
         live.append(assignment)
     if live:
         return NextResult("ok", live, rater)
-    if rater.qualified and (rater.judgments_count or stop_reason == "finished"):
+    # The completion code means work was done: the campaign's minimum of real pairs.
+    if rater.qualified and (stop_reason == "finished" or (
+        rater.judgments_count and work_minimum_met(rater, campaign)
+    )):
         return NextResult("finished", rater=rater)
     return NextResult(stop_reason, rater=rater)
 

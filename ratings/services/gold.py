@@ -128,3 +128,61 @@ def _jittered_copy(src: FaceImage, rng: np.random.Generator) -> FaceImage | None
     if img is None or img.status != FaceImage.Status.OK or img.pk == src.pk:
         return None
     return img
+
+
+# Known-answer pairs a campaign needs when it asks for them: its qualification set (half
+# known-same, half known-different), twice that as a pool when gold is also mixed into the
+# work (so a rater does not meet the qualification pairs again), and a few attention checks.
+MIN_GOLD_POOL = 4
+ATTENTION_POOL = 4
+
+
+def known_answer_needs(campaign: Campaign) -> dict[str, int]:
+    """How many gold_same, gold_different and attention pairs ``campaign`` should have."""
+    gold = campaign.qualification_size
+    if campaign.gold_rate > 0:
+        gold = max(2 * gold, MIN_GOLD_POOL)
+    return {
+        Pair.Kind.GOLD_SAME: (gold + 1) // 2,
+        Pair.Kind.GOLD_DIFFERENT: gold // 2,
+        Pair.Kind.ATTENTION: ATTENTION_POOL if campaign.attention_rate > 0 else 0,
+    }
+
+
+def ensure_known_answer_pairs(campaign: Campaign) -> dict[str, Any]:
+    """Top up the campaign's gold and attention pairs to :func:`known_answer_needs` from the
+    sources of its de-identification pairs (nothing is removed). Returns the counts added
+    and, when some could not be made, why (no sources yet, one subject only) — not an error:
+    the next call (another activation, more pairs) tries again."""
+    needs = known_answer_needs(campaign)
+    have = dict.fromkeys(needs, 0)
+    for kind in Pair.objects.filter(campaign=campaign, kind__in=list(needs)).values_list(
+            "kind", flat=True):
+        have[kind] += 1
+    missing = {k: max(0, n - have[k]) for k, n in needs.items()}
+    result: dict[str, Any] = {"added": dict.fromkeys(needs, 0), "reason": ""}
+    if not any(missing.values()):
+        return result
+    # The sources add_gold_pairs can use: stored sources with landmarks.
+    sources = FaceImage.objects.filter(
+        pk__in=Pair.objects.filter(campaign=campaign, kind=Pair.Kind.DEID).values("image_a_id"),
+        kind=FaceImage.Kind.SOURCE, status=FaceImage.Status.OK, landmarks__isnull=False,
+    )
+    subjects = set(sources.values_list("subject_id", flat=True))
+    n_different = missing[Pair.Kind.GOLD_DIFFERENT] if len(subjects) >= 2 else 0
+    if not subjects:
+        result["reason"] = ("the campaign has no de-identification pairs with usable sources to "
+                            "make them from yet")
+        return result
+    if missing[Pair.Kind.GOLD_DIFFERENT] and not n_different:
+        result["reason"] = "known-different pairs need sources of at least two subjects"
+    pairs = add_gold_pairs(
+        campaign, None, n_same=missing[Pair.Kind.GOLD_SAME], n_different=n_different,
+        n_attention=missing[Pair.Kind.ATTENTION], seed=sum(have.values()) + 1,
+    )
+    for p in pairs:
+        result["added"][p.kind] += 1
+    short = {k for k, n in missing.items() if result["added"][k] < n}
+    if short and not result["reason"]:
+        result["reason"] = "the campaign's sources allow fewer: " + ", ".join(sorted(short))
+    return result

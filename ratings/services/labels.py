@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -74,10 +74,16 @@ def recompute_labels(
         )
         if existing:  # pairs whose only judgments came from raters now blocked
             PairLabel.objects.filter(pk__in=[pl.pk for pl in existing.values()]).delete()
+        # Too-fast answers feed the reliability: taken as guesses (aggregation.pace_adjusted).
+        pace = {
+            rid: (n, fast) for rid, n, fast in selectors.label_judgments(campaign_id)
+            .values("rater_id").annotate(n=Count("pk"), fast=Count("pk", filter=Q(too_fast=True)))
+            .values_list("rater_id", "n", "fast")
+        }
         # Rater rows are locked one statement at a time in ascending id (locking.py order)
         # and only where the value changed; the campaign row is written last.
         for r in Rater.objects.filter(campaign_id=campaign_id).order_by("pk").only("reliability"):
-            value = result.reliability.get(r.pk)
+            value = aggregation.pace_adjusted(result.reliability.get(r.pk), *pace.get(r.pk, (0, 0)))
             if value != r.reliability:
                 Rater.objects.filter(pk=r.pk).update(reliability=value)
         Campaign.objects.filter(pk=campaign_id).update(

@@ -16,7 +16,8 @@ from django.utils import timezone
 from .. import locking
 from ..errors import BLOCKED, NO_IDENTITY, NOT_THIS_BROWSER, RatingError
 from ..models import Assignment, Campaign, Pair, Rater
-from .assignment import expire_holds, give_back_slots
+from ..selectors import work_minimum_met
+from .assignment import expire_holds, give_back_slots, next_locked
 from .labels import mark_labels_pending
 
 log = logging.getLogger("ratings.services")
@@ -85,13 +86,38 @@ def record_consent(rater: Rater) -> Rater:
     return rater
 
 
-def record_finished(rater: Rater) -> Rater:
-    """Note that the rater was given the completion code (once; the first time stays)."""
-    if rater.finished_at is None:
-        rater.finished_at = timezone.now()
-        Rater.objects.filter(pk=rater.pk, finished_at__isnull=True).update(
-            finished_at=rater.finished_at)
+def record_declined(rater: Rater) -> Rater:
+    """Note that the rater declined the consent text (once): screened out for good. A
+    rater who already consented keeps that (the decline button is on the consent page)."""
+    if rater.declined_at is None and rater.consented_at is None:
+        rater.declined_at = timezone.now()
+        Rater.objects.filter(pk=rater.pk, declined_at__isnull=True,
+                             consented_at__isnull=True).update(declined_at=rater.declined_at)
     return rater
+
+
+def finish_session(rater_id: int, *, now: datetime | None = None) -> str:
+    """The end page's verdict: ``finished`` (the rater is given the completion code, from
+    now on for good) when no more work is theirs, or when they ask to stop having judged
+    the campaign's minimum of real pairs; else the status of ``next_assignments`` (``ok``:
+    go back to work). Finishing hands the rater's open holds back to the other raters
+    (SKIP LOCKED: a busy pair's hold just expires)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rater = locking.lock_rater(rater_id)
+        if rater.finished_at is not None:
+            return "finished"
+        status = next_locked(rater, 0, now, held=0).status
+        if status == "ok" and rater.qualified and work_minimum_met(rater, rater.campaign):
+            status = "finished"
+        if status != "finished":
+            return status
+        pair_ids = list(rater.assignments.filter(state=Assignment.State.ISSUED)
+                        .values_list("pair_id", flat=True))
+        expire_holds(locking.lock_pairs(pair_ids, skip_locked=True), now, Q(rater=rater))
+        rater.finished_at = now
+        rater.save(update_fields=["finished_at"])
+    return "finished"
 
 
 def mark_blocked(rater: Rater, reason: str, now: datetime) -> None:

@@ -2,8 +2,8 @@
 -- Installed by ratings/migrations/0004_hot_path_function.py, which reads this file.
 -- A change here needs a new migration that installs it again (see that migration);
 -- tests/ratings/test_sql_functions.py checks the database has this very body.
--- The body is byte for byte what 0004 installed before the SQL moved here, so databases
--- migrated earlier still match; its comments name the Python of that time:
+-- Installed again by 0009 (finished_at) and 0010 (the completion code's minimum of real
+-- pairs, too-fast answers in the reply). Its comments name the Python it mirrors:
 -- services._record is ratings/services/submission.py::_record, services._next_locked is
 -- services/assignment.py::next_locked, services.mark_labels_pending is services/labels.py.
 CREATE OR REPLACE FUNCTION ratings_hot(
@@ -16,7 +16,8 @@ DECLARE
     p ratings_pair%ROWTYPE;
     a ratings_assignment%ROWTYPE;
     v_correct boolean;
-    v_too_fast boolean;
+    v_too_fast boolean := false;
+    v_min_met boolean := false;  -- the completion code's minimum of real pairs judged
     v_created boolean := false;
     v_queue_labels boolean := false;
     v_live jsonb := '[]'::jsonb;
@@ -39,8 +40,9 @@ BEGIN
         RETURN jsonb_build_object('outcome', 'fallback');
     END IF;
     SELECT * INTO c FROM ratings_campaign WHERE id = r.campaign_id;
-    -- Qualification, blocks, consent, a finished rater: the Python path (nothing written yet).
-    IF r.blocked OR NOT r.qualified OR r.finished_at IS NOT NULL
+    -- Qualification, blocks, consent (or its refusal), a finished rater: the Python path
+    -- (nothing written yet).
+    IF r.blocked OR NOT r.qualified OR r.finished_at IS NOT NULL OR r.declined_at IS NOT NULL
        OR (c.consent_text <> '' AND r.consented_at IS NULL) THEN
         RETURN jsonb_build_object('outcome', 'fallback', 'campaign_id', c.id);
     END IF;
@@ -112,8 +114,20 @@ BEGIN
             END LOOP;
             WHILE v_outcome = 'ok' AND v_n_live < p_holds LOOP
                 IF c.rater_quota > 0 AND r.judgments_count + v_n_live >= c.rater_quota THEN
-                    v_stop := 'finished';
-                    EXIT;
+                    -- The quota ends the work only once the minimum of real pairs is met,
+                    -- real pairs on hold counted as work to come (selectors.work_minimum_met:
+                    -- min_work_pairs, capped at active pairs and at what the quota leaves).
+                    v_min_met := r.judgments_count - r.gold_count - r.attention_count
+                        + (SELECT count(*) FROM ratings_assignment x
+                           JOIN ratings_pair xp ON xp.id = x.pair_id
+                           WHERE x.rater_id = r.id AND x.state = 'issued' AND xp.kind = 'deid')
+                        >= LEAST(c.min_work_pairs, GREATEST(c.rater_quota - c.qualification_size, 1),
+                            (SELECT count(*) FROM ratings_pair pp WHERE pp.campaign_id = c.id
+                               AND pp.active AND pp.kind = 'deid'));
+                    IF v_min_met THEN
+                        v_stop := 'finished';
+                        EXIT;
+                    END IF;
                 END IF;
                 v_roll := random();
                 v_pid := NULL;
@@ -166,10 +180,19 @@ BEGIN
             END LOOP;
             IF v_n_live > 0 THEN
                 v_status := 'ok';
-            ELSIF r.judgments_count > 0 OR v_stop = 'finished' THEN
+            ELSIF v_stop = 'finished' THEN
                 v_status := 'finished';  -- the rater is qualified here
             ELSE
-                v_status := v_stop;
+                IF r.judgments_count > 0 THEN  -- no holds left: judged pairs only
+                    v_min_met := r.judgments_count - r.gold_count - r.attention_count
+                        >= LEAST(c.min_work_pairs, CASE WHEN c.rater_quota > 0
+                                 THEN GREATEST(c.rater_quota - c.qualification_size, 1) END,
+                            (SELECT count(*) FROM ratings_pair pp WHERE pp.campaign_id = c.id
+                               AND pp.active AND pp.kind = 'deid'));
+                END IF;
+                -- The completion code means work was done: the minimum of real pairs.
+                v_status := CASE WHEN r.judgments_count > 0 AND v_min_met
+                                 THEN 'finished' ELSE v_stop END;
             END IF;
         END IF;
         IF v_outcome = 'ok' THEN
@@ -189,6 +212,8 @@ BEGIN
         'queue_labels', v_queue_labels, 'rater_id', r.id,
         'rater', replace(r.public_id::text, '-', ''),
         'judgments_count', r.judgments_count, 'gold_count', r.gold_count,
+        'attention_count', r.attention_count, 'min_work_pairs', c.min_work_pairs,
+        'too_fast', v_too_fast,
         'blocked', r.blocked, 'blocked_reason', r.blocked_reason,
         'qualification_size', c.qualification_size, 'rater_quota', c.rater_quota,
         'next', v_next);

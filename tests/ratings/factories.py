@@ -37,6 +37,31 @@ def make_image() -> FaceImage:
     return image
 
 
+def make_face(seed: int, photo: tuple[int, int] = (160, 120), chip: int = 48) -> FaceImage:
+    """A face with a photo, a smaller chip and a stored detection (box and 5 landmarks), so
+    each variant a rater may be shown (photo, context crop, chip) has its own size."""
+    w, h = photo
+    data = png_bytes(seed, size=w) if w == h else _png(w, h, seed)
+    image = FaceImage(
+        id=uuid.uuid4(), sha256=hashlib.sha256(data + uuid.uuid4().bytes).hexdigest(),
+        width=w, height=h, box=[w // 3, h // 4, 2 * w // 3, 3 * h // 4],
+        landmarks=[[w * 6 // 10, h * 4 // 10], [w * 53 // 100, h * 4 // 10],
+                   [w * 4 // 10, h * 4 // 10], [w * 47 // 100, h * 4 // 10],
+                   [w // 2, h * 6 // 10]],
+    )
+    image.file.save("x.png", ContentFile(data), save=False)
+    image.chip.save("x.png", ContentFile(png_bytes(seed, size=chip)), save=False)
+    image.save()
+    return image
+
+
+def _png(w: int, h: int, seed: int) -> bytes:
+    img = Image.new("RGB", (w, h), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def make_images(n: int) -> list[FaceImage]:
     return [make_image() for _ in range(n)]
 

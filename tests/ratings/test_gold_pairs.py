@@ -106,3 +106,49 @@ def test_gold_pairs_api(staff_client, sources):
     assert att.count() == 2 and all(p.image_a_id == p.image_b_id and p.expected_same for p in att)
     r = staff_client.post(url, {"n_attention": -1}, content_type="application/json")
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "n_attention"
+
+
+@pytest.mark.django_db
+def test_campaign_that_asks_for_qualification_gets_its_known_answer_pairs(staff_client, sources):
+    """Saved through the API, or given pairs: the shortfall of gold and attention pairs is
+    made from the campaign's own sources; nothing is made twice; a campaign asking for
+    none gets none; the admin action does the same and says what it could not make."""
+    body = {"name": "Auto gold", "slug": "auto-gold", "qualification_size": 4,
+            "gold_rate": 0.1, "attention_rate": 0.05}
+    r = staff_client.post("/api/ratings/campaigns/", body, content_type="application/json")
+    assert r.status_code == 201, r.content
+    cid = r.json()["id"]
+    assert Pair.objects.filter(campaign_id=cid).count() == 0  # no sources yet: nothing, no error
+    deid = [{"image_a": str(a.pk), "image_b": str(b.pk)}
+            for a, b in zip(sources, sources[1:] + sources[:1], strict=True)]
+    r = staff_client.post(f"/api/ratings/campaigns/{cid}/pairs/", {"pairs": deid},
+                          content_type="application/json")
+    assert r.status_code == 201, r.content
+    kinds = sorted(Pair.objects.filter(campaign_id=cid).values_list("kind", flat=True))
+    # Qualification 4, gold mixed in: a pool of 8 (4 same, 4 different); 4 attention checks.
+    assert kinds.count("gold_same") == 4 and kinds.count("gold_different") == 4
+    assert kinds.count("attention") == 4 and kinds.count("deid") == 6
+    for p in Pair.objects.filter(campaign_id=cid, kind="gold_different"):
+        assert p.image_a.subject_id != p.image_b.subject_id
+    r = staff_client.patch(f"/api/ratings/campaigns/{cid}/", {
+        "status": "active", "instructions": "Judge each pair.", "consent_text": "I agree.",
+    }, content_type="application/json")
+    assert r.status_code == 200, r.content
+    assert Pair.objects.filter(campaign_id=cid).count() == 18  # already complete: none added
+
+    none = make_campaign(qualification_size=0, gold_rate=0.0, attention_rate=0.0)
+    Pair.objects.create(campaign=none, image_a=sources[0], image_b=sources[1], kind="deid")
+    staff_client.patch(f"/api/ratings/campaigns/{none.pk}/", {"name": "renamed"},
+                       content_type="application/json")
+    assert Pair.objects.filter(campaign=none).count() == 1
+
+    # One subject's sources: known-same pairs only, and the admin says why.
+    one = make_campaign(qualification_size=2, gold_rate=0.0, attention_rate=0.0)
+    Pair.objects.create(campaign=one, image_a=sources[0], image_b=sources[1], kind="deid")
+    r = staff_client.post("/admin/ratings/campaign/", {
+        "action": "make_known_answer_pairs", "_selected_action": [one.pk]}, follow=True)
+    assert r.status_code == 200
+    text = r.content.decode()
+    assert "added 1 gold_same pairs" in text and "at least two subjects" in text
+    assert list(Pair.objects.filter(campaign=one).exclude(kind="deid")
+                .values_list("kind", flat=True)) == ["gold_same"]

@@ -332,3 +332,27 @@ def test_blocked_rater_is_refused_and_their_slots_go_to_others(monkeypatch):
     assert state["raters"]["ALICE"]["slots_released"]
     assert state["raters"]["BOB"]["judgments_count"] == 3  # ALICE's judged pair too
     assert [t for _, _, t in state["taken"]] == [1, 1, 1]
+
+
+def test_completion_code_needs_the_minimum_of_real_pairs(monkeypatch):
+    """Issue 14: known-answer pairs alone never end a session as "finished". A quota that
+    the gold pairs reach does not stop BOB before his real pair; ALICE, left with gold
+    pairs only (BOB took the one real pair), is told "no_work", not "finished"."""
+
+    def script(p: Play) -> None:
+        p.work("BOB")
+        p.work("ALICE")
+        p.next("ALICE")
+
+    play = both_paths(monkeypatch, script,
+                      {Pair.Kind.GOLD_SAME: 1, Pair.Kind.GOLD_DIFFERENT: 1, **deid(1)},
+                      ("ALICE", "BOB"), judgments_per_pair=1, gold_rate=1.0, rater_quota=2,
+                      min_work_pairs=5)
+    submits = {name: [e for e in play.log if e[0] == "submit" and e[1] == name]
+               for name in ("ALICE", "BOB")}
+    assert [e[2] for e in submits["BOB"]] == ["gold", "gold", "deid"]
+    assert submits["BOB"][-1][-1][0] == "finished"
+    assert submits["BOB"][-1][6]["work_done"] == submits["BOB"][-1][6]["work_min"] == 1
+    assert [e[2] for e in submits["ALICE"]] == ["gold", "gold"]
+    assert submits["ALICE"][-1][-1][0] == "no_work"
+    assert play.log[-1][3][0] == "no_work"

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from models_app.faces.models import Subject
+from models_app.faces.models import FaceImage, Subject
 from models_app.faces.services import ingest_image
 
 log = logging.getLogger(__name__)
@@ -19,21 +19,31 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".webp", ".ti
 
 
 class Command(BaseCommand):
-    help = "Import face images from DIR/<subject>/<image> (one folder per subject)."
+    help = ("Import face images from DIR/<subject>/<image> (one folder per subject); with "
+            "--kind donor, into the donor pool (no subjects; DIR/<image> works too).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("directory", type=Path)
         parser.add_argument("--source", default="", help="Where the subjects come from (e.g. lfw).")
         parser.add_argument("--limit", type=int, default=0, help="Stop after N files (0 = all).")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--kind", choices=["source", "donor"], default="source",
+            help="donor: photos for the disguise parameterisation's donor pool (consented or "
+            "licensed), stored without a subject; never rating sources.",
+        )
 
-    def handle(self, *args, directory: Path, source: str, limit: int, no_progress: bool, **opts):
+    def handle(self, *args, directory: Path, source: str, limit: int, no_progress: bool,
+               kind: str = "source", **opts):
         if not directory.exists():
             raise CommandError(f"Folder not found: {directory}")
         if not directory.is_dir():
             raise CommandError(f"Not a folder: {directory}")
+        # Donors have no subject: a flat folder of photos is fine too.
+        patterns = ("*/*", "*") if kind == FaceImage.Kind.DONOR else ("*/*",)
         files = sorted(
-            p for p in directory.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            p for pat in patterns for p in directory.glob(pat)
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:
             raise CommandError(f"No images found under {directory} (expected DIR/<subject>/<image>).")
@@ -51,10 +61,13 @@ class Command(BaseCommand):
             try:
                 # The subject is created with its first stored image, never for a folder
                 # whose files are all rejected.
-                result = ingest_image(
-                    path.read_bytes(), subject=subjects.get(label), subject_label=label,
-                    subject_source=source,
-                )
+                if kind == FaceImage.Kind.DONOR:  # no identity: no subject at all
+                    result = ingest_image(path.read_bytes(), kind=FaceImage.Kind.DONOR)
+                else:
+                    result = ingest_image(
+                        path.read_bytes(), subject=subjects.get(label), subject_label=label,
+                        subject_source=source,
+                    )
             except Exception as exc:  # one bad file (a dlib error, a read error) never aborts
                 log.exception("import of %s failed", path)
                 code = f"error ({type(exc).__name__})"
