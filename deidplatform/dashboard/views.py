@@ -162,7 +162,7 @@ def round_page(request: HttpRequest, round_id: uuid.UUID) -> HttpResponse:
     progress = selectors.campaign_progress([rnd.campaign])[0] if rnd.campaign else None
     context = {
         "rnd": rnd, "report": report, "plot": plot,
-        "stages": [(s, (rnd.stage_times or {}).get(s.value) or {}) for s in Round.ORDER],
+        "stages": [(s, times.get(s.value) or {}) for s in Round.ORDER],
         "jobs": selectors.round_jobs(rnd), "job_statuses": DeidJob.Status.choices,
         "progress": progress, "progress_row": _progress_row(progress) if progress else None,
         "report_json": json.dumps({k: v for k, v in report.items() if k != "points"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from urllib.parse import urlparse
 
 import pytest
 
@@ -41,3 +42,19 @@ def page(browser):
     p.set_default_timeout(15_000)
     yield p
     context.close()
+
+
+def refuse_other_hosts(page, site_url: str) -> list[str]:
+    """Abort every request of ``page`` that leaves the site (a CDN, a font host); the list
+    returned collects their URLs, so a test can assert it stays empty."""
+    site = urlparse(site_url).netloc
+    refused: list[str] = []
+
+    def only_the_site(route):
+        if urlparse(route.request.url).netloc == site:
+            return route.continue_()
+        refused.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", only_the_site)
+    return refused

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.browser.conftest import refuse_other_hosts
 from tests.conftest import staff_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True),
@@ -37,16 +38,7 @@ def test_operator_follows_a_round_in_the_dashboard(live_server, page, django_use
     user.set_password("pw-dashboard-1")
     user.save()
     SHOTS.mkdir(exist_ok=True)
-    site = urlparse(live_server.url).netloc
-    refused: list[str] = []
-
-    def only_the_site(route):
-        if urlparse(route.request.url).netloc == site:
-            return route.continue_()
-        refused.append(route.request.url)
-        return route.abort()
-
-    page.route("**/*", only_the_site)
+    refused = refuse_other_hosts(page, live_server.url)
 
     # Signed out, the dashboard sends to the sign-in form, and back after it.
     page.goto(f"{live_server.url}/dashboard/")

@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.browser.conftest import refuse_other_hosts
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
@@ -20,16 +22,7 @@ def _sign_in(page, live_server, client, user) -> None:
 def test_api_docs_render_offline(live_server, page, client, django_user_model):
     staff = django_user_model.objects.create_user("op", password="pw-123456789", is_staff=True)
     _sign_in(page, live_server, client, staff)
-    site = urlparse(live_server.url).netloc
-    refused: list[str] = []
-
-    def only_the_site(route):
-        if urlparse(route.request.url).netloc == site:
-            return route.continue_()
-        refused.append(route.request.url)
-        return route.abort()
-
-    page.route("**/*", only_the_site)
+    refused = refuse_other_hosts(page, live_server.url)
     page.goto(f"{live_server.url}/api/docs/")
     page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)  # operations are listed
     assert page.locator(".swagger-ui .opblock").count() > 10
