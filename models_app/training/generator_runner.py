@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from deidplatform.errors import AppError
@@ -42,7 +44,6 @@ from models_app.proxy.metrics import json_safe
 
 from . import registry
 from .models import ModelKind, TrainingRun
-from .runner import fail_run, mark_running, owned
 from .selectors import (
     faces_in_order,
     generator_faces,
@@ -121,14 +122,31 @@ def generator_gate(
 
 def claim_generator_run(run_id: str, claim: uuid.UUID | None = None) -> TrainingRun | None:
     """Claim a queued (or orphaned running) generator run for this attempt; None when it is
-    finished, not a generator run, or owned by a live attempt (a duplicate delivery). Unlike
-    a proxy run, its history and snapshot are kept: the attempt resumes from the last
-    checkpoint."""
-    return mark_running(run_id, claim, kind=ModelKind.GENERATOR, resume=True)
+    finished, or owned by a live attempt (a duplicate delivery). Unlike a proxy run, its
+    history and snapshot are kept: the attempt resumes from the last checkpoint."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.kind != ModelKind.GENERATOR or run.status not in TrainingRun.ACTIVE:
+            return None
+        now = timezone.now()
+        fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
+        if run.status == TrainingRun.Status.RUNNING and run.heartbeat and run.heartbeat >= fresh:
+            log.info("generator run %s: owned by a live attempt, delivery dropped", run_id)
+            return None
+        run.status = TrainingRun.Status.RUNNING
+        run.started = run.started or now
+        run.heartbeat = now
+        run.claim = claim or uuid.uuid4()
+        run.save(update_fields=["status", "started", "heartbeat", "claim"])
+    return run
+
+
+def _owned(run: TrainingRun) -> models.QuerySet:
+    return TrainingRun.objects.filter(pk=run.pk, claim=run.claim, status=TrainingRun.Status.RUNNING)
 
 
 def _fail(run: TrainingRun, error: str) -> dict:
-    fail_run(run, error)
+    _owned(run).update(status=TrainingRun.Status.FAILED, error=error, finished=timezone.now())
     return {"run": str(run.pk), "status": "failed", "error": error}
 
 
@@ -213,12 +231,12 @@ def execute_generator_run(run_id: str) -> dict:
         if not train_imgs or not held_imgs:
             return _fail(run, "too few faces: training and held-out subjects both need faces "
                               f"(training {len(train_imgs)}, held-out {len(held_imgs)})")
-        if not owned(run).update(heartbeat=timezone.now()):
+        if not _owned(run).update(heartbeat=timezone.now()):
             return {"run": str(run.pk), "skipped": True}
         train_set, held_set = _face_set(train_imgs, deid.blend), _face_set(held_imgs, deid.blend)
         proxy = HumanProxyScorer(load_version_model(proxy_version))
         device = get_device()
-        owned(run).update(heartbeat=timezone.now())
+        _owned(run).update(heartbeat=timezone.now())
 
         def on_epoch(record: dict, checkpoint) -> bool:
             """Store the epoch, its checkpoint and a beat; False once cancelled or taken."""
@@ -228,14 +246,14 @@ def execute_generator_run(run_id: str) -> dict:
                                         ContentFile(state))
             snapshot["checkpoint"] = name
             run.history = [*run.history, json_safe(record)]
-            ok = bool(owned(run).update(history=run.history, data_snapshot=snapshot,
+            ok = bool(_owned(run).update(history=run.history, data_snapshot=snapshot,
                                          heartbeat=timezone.now()))
             if old and old != name:
                 default_storage.delete(old)
             return ok
 
         def on_batch(_images: int) -> bool:
-            return bool(owned(run).update(heartbeat=timezone.now()))
+            return bool(_owned(run).update(heartbeat=timezone.now()))
 
         result = train_generator(
             train_set, held_set, proxy, deid, tc, gcfg, on_epoch=on_epoch, on_batch=on_batch,
@@ -257,7 +275,7 @@ def execute_generator_run(run_id: str) -> dict:
 
             inc = evaluate_generator(inc_model, held_set, proxy, net,
                                      config_for(inc_model, deid), device=device)
-        owned(run).update(heartbeat=timezone.now())
+        _owned(run).update(heartbeat=timezone.now())
     except (AppError, ValueError, KeyError) as exc:
         return _fail(run, f"{type(exc).__name__}: {exc}")
     except Exception as exc:

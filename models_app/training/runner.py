@@ -32,19 +32,14 @@ from .services import RUN_DEFAULTS
 log = logging.getLogger(__name__)
 
 
-def mark_running(run_id: str, claim: uuid.UUID | None = None, *, kind: str | None = None,
-                 resume: bool = False) -> TrainingRun | None:
-    """Claim a queued run for this attempt; None when it is not runnable any more, is not of
-    ``kind`` (when given), or when another attempt owns it and is alive (a duplicate
-    delivery: a re-sent message, or one the broker redelivered after its visibility timeout).
-    ``resume``: keep the run's history and start time (an attempt that resumes from a
-    checkpoint); otherwise the run starts over."""
+def mark_running(run_id: str, claim: uuid.UUID | None = None) -> TrainingRun | None:
+    """Claim a queued run for this attempt; None when it is not runnable any more, or when
+    another attempt owns it and is alive (a duplicate delivery: a re-sent message, or one the
+    broker redelivered after its visibility timeout)."""
     claim = claim or uuid.uuid4()
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
-            return None
-        if kind is not None and run.kind != kind:
             return None
         now = timezone.now()
         fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
@@ -52,22 +47,21 @@ def mark_running(run_id: str, claim: uuid.UUID | None = None, *, kind: str | Non
             log.info("training run %s: owned by a live attempt, delivery dropped", run_id)
             return None
         run.status = TrainingRun.Status.RUNNING
-        run.started = run.started if resume and run.started else now
+        run.started = now
         run.heartbeat = now
         run.claim = claim
-        if not resume:
-            run.history = []
+        run.history = []
         run.save(update_fields=["status", "started", "heartbeat", "claim", "history"])
     return run
 
 
-def owned(run: TrainingRun) -> models.QuerySet:
+def _owned(run: TrainingRun) -> models.QuerySet:
     """The run, as long as this attempt still owns it and it was not cancelled."""
     return TrainingRun.objects.filter(pk=run.pk, claim=run.claim, status=TrainingRun.Status.RUNNING)
 
 
 def fail_run(run: TrainingRun, error: str) -> None:
-    owned(run).update(
+    _owned(run).update(
         status=TrainingRun.Status.FAILED, error=error, finished=timezone.now()
     )
 
@@ -76,7 +70,7 @@ def _history_saver(run: TrainingRun):
     def on_epoch(record: dict) -> bool:
         """Store the epoch and beat; False (stop) once the run was cancelled or taken over."""
         run.history = [*run.history, json_safe(record)]  # jsonb has no NaN
-        return bool(owned(run).update(history=run.history, heartbeat=timezone.now()))
+        return bool(_owned(run).update(history=run.history, heartbeat=timezone.now()))
 
     return on_epoch
 
@@ -141,10 +135,10 @@ def execute_training_run(run_id: str) -> dict:
             init = copy.deepcopy(incumbent_model).requires_grad_(True)
         model_config = init.config if init is not None else ProxyConfig()
         encoder = init if init is not None else HumanProxy(model_config)
-        owned(run).update(heartbeat=timezone.now())  # the data is read: beat before encoding
+        _owned(run).update(heartbeat=timezone.now())  # the data is read: beat before encoding
         keys, ctx = contexts(data.images.values())
         bank = encoder.encode_images(ctx, keys)
-        if not owned(run).update(heartbeat=timezone.now()):
+        if not _owned(run).update(heartbeat=timezone.now()):
             return {"run": str(run.pk), "skipped": True}  # cancelled or taken over meanwhile
         split = fixed_split(data.pairs, seed=int(cfg["seed"]))
         # Known-same pairs (image, invariance-set variant) for the training subjects: what
@@ -167,7 +161,7 @@ def execute_training_run(run_id: str) -> dict:
     if result.stop_reason == "cancelled":  # cancelled, or another attempt took over
         status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
         return {"run": str(run.pk), "status": status, "stop_reason": "cancelled"}
-    owned(run).update(heartbeat=timezone.now())  # the gate evaluates: one more beat
+    _owned(run).update(heartbeat=timezone.now())  # the gate evaluates: one more beat
 
     # The gate: candidate and incumbent on the same held-out (test-subject) pairs: the human
     # labels when they hold both answers (AUC needs both), else with the held-out natural
@@ -192,7 +186,7 @@ def execute_training_run(run_id: str) -> dict:
         )
         inc_metrics, _ = _evaluate(incumbent_model, inc_bank, held_out, data.judgments, png=False)
     battery = battery_for_model(result.model)
-    owned(run).update(heartbeat=timezone.now())
+    _owned(run).update(heartbeat=timezone.now())
     decision = registry.gate_decision(
         cand_metrics, inc_metrics, float(cfg["gate_tolerance"]),
         battery_reasons(battery) if settings.DEID_BATTERY_GATE else None,
