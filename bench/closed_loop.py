@@ -233,7 +233,8 @@ def _round_config(args: argparse.Namespace, observer: str, base_url: str) -> dic
                      "base_url": base_url, "time_scale": 0.0, "max_seconds": 1800.0,
                      "concurrency": args.concurrency, "patience_s": 5.0, "seed": args.seed},
         "training": {"natural_same": args.natural, "natural_different": args.natural,
-                     "train": {"stop": {"max_epochs": args.epochs}}},
+                     "train": {"stop": {"max_epochs": args.epochs},
+                               "natural_weight": args.natural_weight}},
     }
 
 
@@ -375,7 +376,8 @@ def active_vs_uniform(rounds, args: argparse.Namespace) -> dict[str, Any]:
                 len(subjects))[: max(1, len(subjects) // 6)])
             split = SubjectSplit(sorted(set(subjects) - set(val)), val, [])
             result = train_proxy(bank, table, TrainConfig.from_dict(
-                {"seed": args.seed, "stop": {"max_epochs": args.epochs}, "min_pairs": 4}),
+                {"seed": args.seed, "stop": {"max_epochs": args.epochs}, "min_pairs": 4,
+                 "natural_weight": args.natural_weight}),
                 split=split, init=copy.deepcopy(model).requires_grad_(True))
             m = evaluate_proxy(result.model, bank, test_table)
             curves[method].append({"pairs": len(chosen),
@@ -464,6 +466,9 @@ def main() -> None:
     ap.add_argument("--max-iterations", type=int, default=90)
     ap.add_argument("--natural", type=int, default=200, help="natural pairs of each kind")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--natural-weight", type=float, default=0.1,
+                    help="weight of each natural pair in the rounds' retraining (judged "
+                         "pairs weigh 1): a round judges ~50-100 pairs against 2x--natural")
     ap.add_argument("--extra-subjects", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--worker-threads", type=int, default=2)
@@ -492,7 +497,8 @@ def main() -> None:
     common = ["--rounds", str(args.rounds), "--faces", str(args.faces), "--raters",
               str(args.raters), "--mix", args.mix, "--pass-mark", str(args.pass_mark),
               "--max-iterations", str(args.max_iterations), "--natural", str(args.natural),
-              "--epochs", str(args.epochs), "--extra-subjects", str(args.extra_subjects),
+              "--epochs", str(args.epochs), "--natural-weight", str(args.natural_weight),
+              "--extra-subjects", str(args.extra_subjects),
               "--concurrency", str(args.concurrency), "--seed", str(args.seed),
               "--gallery", args.gallery]
     with tempfile.TemporaryDirectory() as tmp:

@@ -154,6 +154,20 @@ def bare_pass_seconds(model, sources, cfg) -> float:
     return time.perf_counter() - t0
 
 
+def dlib_runtime_chip_seconds(sources) -> float:
+    """Seconds per chip of the dlib runtime (the final score-B's recogniser), batched: every
+    job pays it for the saved output and for the source, whatever makes the output."""
+    from models_app.deid.confirm import FINAL_ENSEMBLE
+    from models_app.vision import cfru as cfru_mod
+
+    ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE)
+    chips = np.stack([s.chip for _, s in sources])
+    ens.embed(chips[:1])  # load the model
+    t0 = time.perf_counter()
+    ens.embed(chips)
+    return (time.perf_counter() - t0) / len(chips)
+
+
 def gallery(path: Path, sources, outputs, rows, n: int) -> None:
     import matplotlib
 
@@ -192,11 +206,18 @@ def main() -> None:
     ap.add_argument("--held-out-faces", type=int, default=8, help="the generator's held-out")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--score-a-quantile", default="0.9",
+                    help="held-out score-A statistic of the score_a_threshold stop: a quantile "
+                    "of the per-face scores, or 'mean' (the rule before session 3)")
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8, help="faces per batch at test time")
     ap.add_argument("--max-iterations", type=int, default=90, help="the loop's (and hybrid's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default="{}", help="job parameters (JSON) over the defaults")
+    ap.add_argument("--train-config", default="{}",
+                    help="job parameters (JSON) over --config for the generator's training "
+                    "only, e.g. the loss weights ('{\"loss\": {\"lambda_a\": 4}}'); the "
+                    "jobs are scored with --config")
     ap.add_argument("--proxy-config", default="{}",
                     help="ProxyConfig fields (JSON) for both proxies (bench.deid's variant: "
                     "'{\"fusion\": \"mlp\"}')")
@@ -234,18 +255,22 @@ def main() -> None:
         return FaceSet.from_arrays([s.context for _, s in items],
                                    [s.change_mask(cfg.blend) for _, s in items])
 
+    q = None if args.score_a_quantile == "mean" else float(args.score_a_quantile)
     tc = GeneratorTrainConfig(batch_size=args.train_batch, lr=args.lr, seed=0,
-                              stop=StopRules(max_epochs=args.epochs))
+                              stop=StopRules(max_epochs=args.epochs, score_a_quantile=q))
+    train_cfg = DeidConfig.from_dict({**json.loads(args.config), **json.loads(args.train_config),
+                                      "max_iterations": args.max_iterations})
     t0 = time.perf_counter()
     trained = train_generator(
-        face_set(train_src), face_set(held_src), loop_proxy, cfg, tc,
+        face_set(train_src), face_set(held_src), loop_proxy, train_cfg, tc,
         GeneratorConfig.for_deid(cfg),
         on_epoch=lambda r, cp: log(f"epoch {r['epoch']}: {json.dumps(r['held_out'])}") or True,
         device="cpu",
     )
     train_seconds = time.perf_counter() - t0
     model = trained.model
-    log(f"generator trained in {train_seconds:.0f} s, stop {trained.stop_reason}")
+    log(f"generator trained in {train_seconds:.0f} s, stop {trained.stop_reason} "
+        f"{json.dumps(trained.stop_detail)}")
 
     results, rows, outputs, summary = {}, {}, {}, {}
     out_root = args.cache / "outputs"
@@ -266,6 +291,7 @@ def main() -> None:
         log(f"{method}: {json.dumps(summary[method])}")
     bare = bare_pass_seconds(model, sources, cfg)
     summary["generator"]["bare_pass_faces_per_s"] = len(sources) / bare
+    summary["generator"]["dlib_runtime_s_per_chip"] = dlib_runtime_chip_seconds(sources)
     it_s, gen_s = summary["iterative"]["faces_per_s"], summary["generator"]["faces_per_s"]
     args.gallery.parent.mkdir(parents=True, exist_ok=True)
     gallery(args.gallery, sources, outputs, rows, args.gallery_rows)
@@ -279,7 +305,9 @@ def main() -> None:
         "train_faces": len(train_src), "held_out_faces": len(held_src),
         "max_iterations": args.max_iterations,
         "config_overrides": json.loads(args.config),
+        "train_config_overrides": json.loads(args.train_config),
         "training": {"seconds": round(train_seconds, 1), "stop_reason": trained.stop_reason,
+                     "stop_detail": trained.stop_detail, "lr": args.lr,
                      "epochs": trained.epochs, "best_epoch": trained.best_epoch,
                      "images": trained.images, "held_out": trained.held_out,
                      "history": [{"epoch": h["epoch"], **h["held_out"]}

@@ -60,6 +60,11 @@ class DeidConfig:
     # head-shaped oval (no rectangle can show); "rectangle" fades the whole crop at its border.
     blend: str = "head"
     seed: int = 0
+    # Std of the noise added to the parameters at the first step, around the identity (θ
+    # units: each transform is bound·tanh(θ)), drawn from ``seed``. A proxy that compares
+    # the two images peaks at the identity, where its gradient vanishes: from exactly there
+    # the loop would never move. Iteration 0 is still the source itself.
+    start_noise: float = 0.05
     # Confirm a candidate success the way the result will be judged: composite into the
     # photo, detect and align afresh, score-B by the dlib runtime and score-A by the proxy
     # on the fresh crop; both must pass (only for sources that come with their photo).
@@ -104,6 +109,11 @@ class DeidConfig:
             "must be >= 0",
         )
         need(self.pixels_eps > 0, "pixels_eps", "must be > 0")
+        need(
+            isinstance(self.start_noise, int | float) and 0.0 <= self.start_noise <= 1.0,
+            "start_noise",
+            f"must be in [0, 1], got {self.start_noise!r}",
+        )
         try:
             StyleRanges(**dict(self.style_ranges))
         except TypeError as exc:

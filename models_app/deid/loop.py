@@ -195,6 +195,7 @@ def run_deid_batch(
     final_ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE) if cfg.confirm_saved else None
 
     gen = torch.Generator().manual_seed(cfg.seed)
+    kick: torch.Tensor | None = None  # the start noise (``cfg.start_noise``)
     if resume is not None:
         _check_resume(resume, cfg, n)
         theta = resume.params.to(device).clone().requires_grad_(True)
@@ -212,6 +213,11 @@ def run_deid_batch(
             if init_params is None
             else init_params.detach().to(device, torch.float32).clone()
         ).requires_grad_(True)
+        if init_params is None and cfg.start_noise > 0:
+            # Added to θ at the first step (iteration 0 stays the source itself); its own
+            # generator, so the EOT draws are those of a loop without it.
+            kick_gen = torch.Generator().manual_seed(cfg.seed + 1)
+            kick = (torch.randn(theta.shape, generator=kick_gen) * cfg.start_noise).to(device)
         base = src_ctx
         history = [[] for _ in range(n)]
         best = [{"objective": math.inf, "iteration": -1, "score_a": 1.0, "score_b": 0.0,
@@ -377,6 +383,9 @@ def run_deid_batch(
             keep = torch.tensor(step_rows, device=terms.total.device)
             terms.total.index_select(0, keep).sum().backward()
             _finite_grad(theta)
+            if kick is not None and it == 0:
+                with torch.no_grad():
+                    theta.add_(kick)
             opt.step()
             active = [idx[j] for j in step_rows]
             for _ in range(cfg.steps_per_iteration - 1):

@@ -85,7 +85,7 @@ class HumanProxyScorer(_LogitScorer):
         if not m.identity_on_plain_chip:
             return self.logit(src, out)
         small = m.appearance_input(out)
-        b = ImageInputs(m.identity_from_features(emb, taps), small, m.appearance.descriptors(small))
+        b = ImageInputs(m.identity_from_features(emb, taps), small, m.image_descriptors(out, small))
         return self._logit(self._source_inputs(src), b)
 
 

@@ -30,9 +30,12 @@ class ProxyConfig:
     # |Δ| and products of the normalised Θ0 as head inputs (a learned metric) besides the
     # scalar distances; off by default: on ~5k LFW pairs it overfits the dlib distance.
     identity_vectors: bool = False
-    # "gated": identity logit + softplus(gate(identity)) x appearance logit (default);
-    # "mlp": one MLP over all pair features (more capacity, overfits ~5k pairs).
-    fusion: str = "gated"
+    # "and" (default): P(same) = sigmoid(identity logit) x sigmoid(appearance logit), so
+    # appearance can veto a face the recogniser still matches (what de-identification
+    # makes); "gated": identity logit + softplus(gate(identity)) x appearance logit, whose
+    # gate, learnt on natural pairs, shuts appearance out where the match is clear (the
+    # default until 2026-12-03); "mlp": one MLP over all pair features (overfits ~5k pairs).
+    fusion: str = "and"
     # What the appearance branch sees of colour: "luminance" (BT.601 luma on all three
     # channels; people ignore hue that keeps luminance, so a recolouring earns nothing) or
     # "rgb" (the first versions; a stored config without this key is one of those).
@@ -53,6 +56,12 @@ class ProxyConfig:
     # the taps kept it did not stop the attack (1 of 8 faces, BENCHMARKS.md), and without
     # them it is not needed.
     identity_blur: float = 0.0
+    # Band-passed luminance maps (1-16 cycles per face width; inner face, outline,
+    # surroundings) compared by correlation as appearance pair features
+    # (:mod:`.structure`): spatial structure a few hundred judgments can weigh, which the
+    # pooled CNN input cannot resolve above ~12 c/fw. Stored versions without this key
+    # have none.
+    structure: bool = True
 
     def __post_init__(self) -> None:
         if self.colour not in COLOURS:
@@ -83,7 +92,7 @@ class ProxyConfig:
     def bank_signature(self) -> dict:
         """The fields an :class:`~.data.ImageBank` depends on (cache key for banks)."""
         keys = ("taps", "pool", "hist_bins", "lowpass", "colour", "mirror_symmetric",
-                "identity_colour", "identity_blur")
+                "identity_colour", "identity_blur", "structure")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     @property

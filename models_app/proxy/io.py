@@ -150,6 +150,8 @@ def load_proxy(
         stored = {**legacy, **info["config"]}
         # ... and their identity branch saw what the appearance branch saw, unfiltered.
         stored.setdefault("identity_colour", stored["colour"])
+        # ... and had no structure maps.
+        stored.setdefault("structure", False)
         config = ProxyConfig.from_dict(stored)
         meta = ProxyMeta(**info["meta"])
         model = HumanProxy(config, meta)

@@ -43,6 +43,7 @@ from models_app.vision.filters import gaussian_blur
 from .appearance import AppearanceEncoder
 from .config import ProxyConfig, ProxyMeta
 from .data import ImageBank, ImageInputs, context_to_tensor
+from .structure import StructureMaps
 
 BRANCHES = ("full", "appearance")
 
@@ -75,12 +76,18 @@ class HumanProxy(nn.Module):
             raise ValueError(f"pool {cfg.pool} does not divide {CONTEXT_SIZE}")
         self.appearance = AppearanceEncoder(cfg)
         n_stats, n_hist, n_low = self.appearance.descriptor_split()
-        self.descriptor_dim = n_stats + n_hist + n_low
+        self.structure = StructureMaps() if cfg.structure else None
+        n_struct_pair = self.structure.n_pair if self.structure else 0
+        # An image's descriptors: the appearance encoder's, then the structure maps.
+        self.appearance_descriptor_dim = n_stats + n_hist + n_low
+        self.descriptor_dim = self.appearance_descriptor_dim + (
+            self.structure.dim if self.structure else 0
+        )
         r = self.appearance.n_regions
         # Fixed-size pair features (before the learned appearance embedding).
         n_vec = 2 * dlib_resnet.EMBEDDING_DIM if cfg.identity_vectors else 0
         self.n_identity_pair = n_vec + 3 + 2 * len(cfg.taps)
-        self.n_descriptor_pair = n_stats + r + n_low + 2
+        self.n_descriptor_pair = n_stats + r + n_low + 2 + n_struct_pair
         n_scaled = self.n_identity_pair + self.n_descriptor_pair
         # Standardisation of the hand-made pair features, fitted on training data.
         self.register_buffer("feat_mean", torch.zeros(n_scaled))
@@ -97,22 +104,30 @@ class HumanProxy(nn.Module):
             )
 
         self.app_head = mlp(n_app)
+        if cfg.fusion in ("gated", "and"):
+            self.id_head = mlp(self.n_identity_pair)
+            self.id_linear = nn.Linear(self.n_identity_pair, 1)
         if cfg.fusion == "gated":
             # logit = identity evidence + gate(identity) * appearance evidence, gate >= 0:
             # appearance enters through one channel (it cannot overfit the head), weighs more
             # where the face is ambiguous, and a closer appearance never lowers P(same).
-            self.id_head = mlp(self.n_identity_pair)
-            self.id_linear = nn.Linear(self.n_identity_pair, 1)
             self.gate = nn.Linear(self.n_identity_pair, 1)
             with torch.no_grad():
                 self.gate.weight.zero_()
                 self.gate.bias.fill_(-1.0)  # softplus(-1) ~ 0.31: start identity-led
+        elif cfg.fusion == "and":
+            # P(same) = P_identity x P_appearance: both must say "same". Natural pairs never
+            # show a face the recogniser matches that people call different, so the gate
+            # of "gated" learns to ignore appearance exactly where de-identified outputs
+            # live (a clear identity match); here appearance can always veto, and judgments
+            # of outputs teach it when.
+            pass
         elif cfg.fusion == "mlp":
             self.fused_head = mlp(n_all)
             # A linear path beside the MLP: the dlib distance alone is already a strong rule.
             self.fused_linear = nn.Linear(n_all, 1)
         else:
-            raise ValueError(f"fusion must be 'gated' or 'mlp', got {cfg.fusion!r}")
+            raise ValueError(f"fusion must be 'gated', 'and' or 'mlp', got {cfg.fusion!r}")
         # Platt scaling, rows (full, appearance): P = sigmoid(a * logit + b).
         self.register_buffer("calibration", torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
 
@@ -189,7 +204,16 @@ class HumanProxy(nn.Module):
             ident = self.identity_features(contexts)
         else:
             ident = contexts.new_zeros(contexts.shape[0], self.config.identity_dim)
-        return ImageInputs(ident, small, self.appearance.descriptors(small))
+        return ImageInputs(ident, small, self.image_descriptors(contexts, small))
+
+    def image_descriptors(self, contexts: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+        """(N, descriptor_dim): the appearance encoder's fixed descriptors of ``small`` (the
+        :meth:`appearance_input` of ``contexts``), then the structure maps of the contexts'
+        luminance when the config has them. Differentiable."""
+        desc = self.appearance.descriptors(small)
+        if self.structure is None:
+            return desc
+        return torch.cat([desc, self.structure.maps(self._luminance(contexts)[:, :1])], dim=1)
 
     @torch.no_grad()
     def encode_images(
@@ -239,9 +263,13 @@ class HumanProxy(nn.Module):
         hb = db[:, n_stats : n_stats + n_hist].reshape(-1, r, 3, bins)
         # Histogram intersection per region (1 = same colour distribution), channel mean.
         inter = torch.minimum(ha, hb).sum(dim=3).mean(dim=2)
-        dlow = (da[:, n_stats + n_hist :] - db[:, n_stats + n_hist :]).abs()
+        end = self.appearance_descriptor_dim
+        dlow = (da[:, n_stats + n_hist : end] - db[:, n_stats + n_hist : end]).abs()
         rms = torch.sqrt(dlow.pow(2).mean(dim=1, keepdim=True) + 1e-12)
-        return torch.cat([dstats, inter, dlow, rms, dstats.mean(dim=1, keepdim=True)], dim=1)
+        cols = [dstats, inter, dlow, rms, dstats.mean(dim=1, keepdim=True)]
+        if self.structure is not None:
+            cols.append(self.structure.pair_features(da[:, end:], db[:, end:]))
+        return torch.cat(cols, dim=1)
 
     def _pair_features(self, a: ImageInputs, b: ImageInputs) -> torch.Tensor:
         """The hand-made pair features, unscaled: identity pair features, then descriptors'."""
@@ -264,6 +292,9 @@ class HumanProxy(nn.Module):
         if self.config.fusion == "gated":
             ident = self.id_head(idp).squeeze(1) + self.id_linear(idp).squeeze(1)
             fused = ident + F.softplus(self.gate(idp)).squeeze(1) * app_logit
+        elif self.config.fusion == "and":
+            ident = self.id_head(idp).squeeze(1) + self.id_linear(idp).squeeze(1)
+            fused = _and_logit(ident, app_logit)
         else:
             both = torch.cat([idp, app], dim=1)
             fused = self.fused_head(both).squeeze(1) + self.fused_linear(both).squeeze(1)
@@ -326,7 +357,7 @@ class HumanProxy(nn.Module):
         """Start the gated fusion's identity path at the best linear rule on the (scaled)
         identity pair features (logistic regression on the training pairs), so training
         refines the dlib-distance rule instead of climbing to it at Adam's pace."""
-        if self.config.fusion != "gated" or len(ia) < 2:
+        if self.config.fusion not in ("gated", "and") or len(ia) < 2:
             return
         with torch.no_grad():
             idp, _ = self._scaled(bank.rows(ia), bank.rows(ib))
@@ -346,6 +377,12 @@ class HumanProxy(nn.Module):
         self.feat_mean.copy_(x.mean(dim=0))
         if len(x) > 1:
             self.feat_std.copy_(x.std(dim=0).clamp_min(1e-4))
+
+
+def _and_logit(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logit(sigmoid(x) * sigmoid(y)), computed in log space (stable for large |x|, |y|)."""
+    lp = (F.logsigmoid(x) + F.logsigmoid(y)).clamp_max(-1e-7)
+    return lp - torch.log(-torch.expm1(lp))
 
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, l2: float) -> torch.Tensor:

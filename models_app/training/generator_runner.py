@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deidplatform.errors import AppError
@@ -43,6 +41,7 @@ from models_app.generator import (
 from models_app.proxy.metrics import json_safe
 
 from . import registry
+from .claims import claim_run, fail_run, owned
 from .models import ModelKind, TrainingRun
 from .selectors import (
     faces_in_order,
@@ -61,7 +60,8 @@ GENERATOR_RUN_DEFAULTS: dict[str, Any] = {
     "max_held_out": 0,  # held-out faces used (0: all)
     "deid": {},  # job parameters (DeidConfig) it trains for: τA, τB, loss, EOT, parameterisation
     "generator": {},  # GeneratorConfig: input_size, width (the parameterisation comes from deid)
-    "train": {},  # GeneratorTrainConfig: batch_size, lr, stop {max_epochs, max_images, ...}
+    "train": {},  # GeneratorTrainConfig: batch_size, lr, stop {max_epochs, max_images,
+    # score_a_quantile (0.9; null: the held-out mean), ...}
     "auto_promote": True,
     "gate_tolerance": 0.0,
 }
@@ -121,33 +121,9 @@ def generator_gate(
 
 
 def claim_generator_run(run_id: str, claim: uuid.UUID | None = None) -> TrainingRun | None:
-    """Claim a queued (or orphaned running) generator run for this attempt; None when it is
-    finished, or owned by a live attempt (a duplicate delivery). Unlike a proxy run, its
-    history and snapshot are kept: the attempt resumes from the last checkpoint."""
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if run.kind != ModelKind.GENERATOR or run.status not in TrainingRun.ACTIVE:
-            return None
-        now = timezone.now()
-        fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
-        if run.status == TrainingRun.Status.RUNNING and run.heartbeat and run.heartbeat >= fresh:
-            log.info("generator run %s: owned by a live attempt, delivery dropped", run_id)
-            return None
-        run.status = TrainingRun.Status.RUNNING
-        run.started = run.started or now
-        run.heartbeat = now
-        run.claim = claim or uuid.uuid4()
-        run.save(update_fields=["status", "started", "heartbeat", "claim"])
-    return run
-
-
-def _owned(run: TrainingRun) -> models.QuerySet:
-    return TrainingRun.objects.filter(pk=run.pk, claim=run.claim, status=TrainingRun.Status.RUNNING)
-
-
-def _fail(run: TrainingRun, error: str) -> dict:
-    _owned(run).update(status=TrainingRun.Status.FAILED, error=error, finished=timezone.now())
-    return {"run": str(run.pk), "status": "failed", "error": error}
+    """Claim a generator run for this attempt (``claims.claim_run``). Unlike a proxy run, its
+    history, snapshot and start time are kept: the attempt resumes from the last checkpoint."""
+    return claim_run(run_id, ModelKind.GENERATOR, keep_history=True, claim=claim)
 
 
 def _face_set(images: list[FaceImage], blend: str):
@@ -200,7 +176,7 @@ def execute_generator_run(run_id: str) -> dict:
         tc = GeneratorTrainConfig.from_dict({"seed": int(cfg["seed"]), **cfg["train"]})
         proxy_version = promoted_version(ModelKind.HUMAN_PROXY)
         if proxy_version is None:
-            return _fail(run, "no promoted human proxy: score-A cannot be computed")
+            return fail_run(run, "no promoted human proxy: score-A cannot be computed")
         snapshot = dict(run.data_snapshot or {})
         resume = _load_checkpoint(run)
         if resume is not None and snapshot.get("proxy_version") == str(proxy_version.pk):
@@ -229,14 +205,14 @@ def execute_generator_run(run_id: str) -> dict:
             TrainingRun.objects.filter(pk=run.pk).update(data_snapshot=snapshot, history=[])
             run.history = []
         if not train_imgs or not held_imgs:
-            return _fail(run, "too few faces: training and held-out subjects both need faces "
-                              f"(training {len(train_imgs)}, held-out {len(held_imgs)})")
-        if not _owned(run).update(heartbeat=timezone.now()):
+            return fail_run(run, "too few faces: training and held-out subjects both need faces "
+                                 f"(training {len(train_imgs)}, held-out {len(held_imgs)})")
+        if not owned(run).update(heartbeat=timezone.now()):
             return {"run": str(run.pk), "skipped": True}
         train_set, held_set = _face_set(train_imgs, deid.blend), _face_set(held_imgs, deid.blend)
         proxy = HumanProxyScorer(load_version_model(proxy_version))
         device = get_device()
-        _owned(run).update(heartbeat=timezone.now())
+        owned(run).update(heartbeat=timezone.now())
 
         def on_epoch(record: dict, checkpoint) -> bool:
             """Store the epoch, its checkpoint and a beat; False once cancelled or taken."""
@@ -246,14 +222,14 @@ def execute_generator_run(run_id: str) -> dict:
                                         ContentFile(state))
             snapshot["checkpoint"] = name
             run.history = [*run.history, json_safe(record)]
-            ok = bool(_owned(run).update(history=run.history, data_snapshot=snapshot,
-                                         heartbeat=timezone.now()))
+            ok = bool(owned(run).update(history=run.history, data_snapshot=snapshot,
+                                        heartbeat=timezone.now()))
             if old and old != name:
                 default_storage.delete(old)
             return ok
 
         def on_batch(_images: int) -> bool:
-            return bool(_owned(run).update(heartbeat=timezone.now()))
+            return bool(owned(run).update(heartbeat=timezone.now()))
 
         result = train_generator(
             train_set, held_set, proxy, deid, tc, gcfg, on_epoch=on_epoch, on_batch=on_batch,
@@ -275,11 +251,11 @@ def execute_generator_run(run_id: str) -> dict:
 
             inc = evaluate_generator(inc_model, held_set, proxy, net,
                                      config_for(inc_model, deid), device=device)
-        _owned(run).update(heartbeat=timezone.now())
+        owned(run).update(heartbeat=timezone.now())
     except (AppError, ValueError, KeyError) as exc:
-        return _fail(run, f"{type(exc).__name__}: {exc}")
+        return fail_run(run, f"{type(exc).__name__}: {exc}")
     except Exception as exc:
-        _fail(run, f"{type(exc).__name__}: {exc}")
+        fail_run(run, f"{type(exc).__name__}: {exc}")
         raise
 
     gate = {**generator_gate(cand, inc, float(cfg["gate_tolerance"])),
@@ -288,8 +264,8 @@ def execute_generator_run(run_id: str) -> dict:
     metrics = {
         "held_out": _summary(cand), "held_out_success_rate": cand["success_rate"],
         "n_held_out": cand["n"], "n_train": len(train_imgs),
-        "stop_reason": result.stop_reason, "best_epoch": result.best_epoch,
-        "epochs": result.epochs, "images": result.images,
+        "stop_reason": result.stop_reason, "stop_detail": result.stop_detail,
+        "best_epoch": result.best_epoch, "epochs": result.epochs, "images": result.images,
         "proxy_version": proxy_version.number, "proxy_is_prior": proxy_version.is_prior,
         "simulated_labels": (proxy_version.metrics or {}).get("simulated_labels", 0),
         "seconds_last_attempt": round(result.seconds, 1), "resumed_from": result.resumed_from,

@@ -9,14 +9,12 @@ pass (``training.registry``).
 from __future__ import annotations
 
 import copy
-import logging
 import tempfile
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deidplatform.errors import AppError
@@ -25,52 +23,23 @@ from models_app.proxy.metrics import json_safe, reliability_diagram_png, version
 
 from . import registry
 from .battery import battery_for_model, battery_reasons
+from .claims import claim_run, fail_run, owned
 from .models import ModelKind, TrainingRun
 from .selectors import fixed_split, load_version_model, promoted_version, training_data
 from .services import RUN_DEFAULTS
 
-log = logging.getLogger(__name__)
-
 
 def mark_running(run_id: str, claim: uuid.UUID | None = None) -> TrainingRun | None:
-    """Claim a queued run for this attempt; None when it is not runnable any more, or when
-    another attempt owns it and is alive (a duplicate delivery: a re-sent message, or one the
-    broker redelivered after its visibility timeout)."""
-    claim = claim or uuid.uuid4()
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
-            return None
-        now = timezone.now()
-        fresh = now - timedelta(seconds=settings.DEID_HEARTBEAT_STALE_S)
-        if run.status == TrainingRun.Status.RUNNING and run.heartbeat and run.heartbeat >= fresh:
-            log.info("training run %s: owned by a live attempt, delivery dropped", run_id)
-            return None
-        run.status = TrainingRun.Status.RUNNING
-        run.started = now
-        run.heartbeat = now
-        run.claim = claim
-        run.history = []
-        run.save(update_fields=["status", "started", "heartbeat", "claim", "history"])
-    return run
-
-
-def _owned(run: TrainingRun) -> models.QuerySet:
-    """The run, as long as this attempt still owns it and it was not cancelled."""
-    return TrainingRun.objects.filter(pk=run.pk, claim=run.claim, status=TrainingRun.Status.RUNNING)
-
-
-def fail_run(run: TrainingRun, error: str) -> None:
-    _owned(run).update(
-        status=TrainingRun.Status.FAILED, error=error, finished=timezone.now()
-    )
+    """Claim a queued proxy run for this attempt (``claims.claim_run``); a new attempt starts
+    over, with an empty history."""
+    return claim_run(run_id, ModelKind.HUMAN_PROXY, keep_history=False, claim=claim)
 
 
 def _history_saver(run: TrainingRun):
     def on_epoch(record: dict) -> bool:
         """Store the epoch and beat; False (stop) once the run was cancelled or taken over."""
         run.history = [*run.history, json_safe(record)]  # jsonb has no NaN
-        return bool(_owned(run).update(history=run.history, heartbeat=timezone.now()))
+        return bool(owned(run).update(history=run.history, heartbeat=timezone.now()))
 
     return on_epoch
 
@@ -135,10 +104,10 @@ def execute_training_run(run_id: str) -> dict:
             init = copy.deepcopy(incumbent_model).requires_grad_(True)
         model_config = init.config if init is not None else ProxyConfig()
         encoder = init if init is not None else HumanProxy(model_config)
-        _owned(run).update(heartbeat=timezone.now())  # the data is read: beat before encoding
+        owned(run).update(heartbeat=timezone.now())  # the data is read: beat before encoding
         keys, ctx = contexts(data.images.values())
         bank = encoder.encode_images(ctx, keys)
-        if not _owned(run).update(heartbeat=timezone.now()):
+        if not owned(run).update(heartbeat=timezone.now()):
             return {"run": str(run.pk), "skipped": True}  # cancelled or taken over meanwhile
         split = fixed_split(data.pairs, seed=int(cfg["seed"]))
         # Known-same pairs (image, invariance-set variant) for the training subjects: what
@@ -161,7 +130,7 @@ def execute_training_run(run_id: str) -> dict:
     if result.stop_reason == "cancelled":  # cancelled, or another attempt took over
         status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
         return {"run": str(run.pk), "status": status, "stop_reason": "cancelled"}
-    _owned(run).update(heartbeat=timezone.now())  # the gate evaluates: one more beat
+    owned(run).update(heartbeat=timezone.now())  # the gate evaluates: one more beat
 
     # The gate: candidate and incumbent on the same held-out (test-subject) pairs: the human
     # labels when they hold both answers (AUC needs both), else with the held-out natural
@@ -186,7 +155,7 @@ def execute_training_run(run_id: str) -> dict:
         )
         inc_metrics, _ = _evaluate(incumbent_model, inc_bank, held_out, data.judgments, png=False)
     battery = battery_for_model(result.model)
-    _owned(run).update(heartbeat=timezone.now())
+    owned(run).update(heartbeat=timezone.now())
     decision = registry.gate_decision(
         cand_metrics, inc_metrics, float(cfg["gate_tolerance"]),
         battery_reasons(battery) if settings.DEID_BATTERY_GATE else None,

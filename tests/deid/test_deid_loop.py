@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models_app import deid
 from models_app.deid.composite import composite
 from models_app.deid.eot import EOTConfig
+from models_app.deid.loss import LossWeights
 from models_app.deid.score_a import AppearanceStandIn
 from models_app.vision import faces
 
@@ -244,11 +246,42 @@ def test_success_is_confirmed_on_the_saved_file(portrait_source):
     assert res.stop_reason == deid.STOP_SUCCESS and rec.confirmed
     assert rec.saved_score_a == pytest.approx(0.1) and rec.saved_score_b >= 0.5
     assert proxy.calls >= 2  # the loop's own call and the fresh crop's
-    # A photo whose saved output loses the face fails confirmation: never a success.
+    # A photo whose saved output loses the face fails confirmation: never a success (no
+    # start noise: an unchanged crop puts nothing into the blank photo, so no face is there).
     blank = deid.DeidSource(s.context, np.zeros_like(s.photo), s.box, s.landmarks)
-    res = deid.run_deid(blank, LowProxy(0.1), _cfg(max_iterations=2), device="cpu")
+    res = deid.run_deid(blank, LowProxy(0.1), _cfg(max_iterations=2, start_noise=0.0),
+                        device="cpu")
     assert res.stop_reason != deid.STOP_SUCCESS
     assert all(r.saved_score_b == 0.0 for r in res.records if r.saved_score_b is not None)
     # Without confirmation the in-loop scores decide, as before.
     res = deid.run_deid(blank, LowProxy(0.1), _cfg(confirm_saved=False), device="cpu")
     assert res.stop_reason == deid.STOP_SUCCESS and res.records[0].saved_score_a is None
+
+
+class _PeakedProxy:
+    """P(same) from the squared distance of the two crops' 8x8 layouts: its gradient is
+    exactly zero where output = source, as any proxy that compares the two images is."""
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        a, b = F.adaptive_avg_pool2d(src, 8), F.adaptive_avg_pool2d(out, 8)
+        return torch.sigmoid(4.0 - (a - b).pow(2).mean(dim=(1, 2, 3)) / 20.0)
+
+
+def test_the_start_noise_leaves_the_identity_where_a_proxy_has_no_gradient(
+    synthetic_context, tiny_cfru
+):
+    src = deid.DeidSource(synthetic_context)
+    runs = {}
+    for noise in (0.0, 0.05):
+        # Only score-A steers, on the output itself (EOT noise would move it by itself).
+        weights = LossWeights(lambda0=0.0, lambda_taps={}, lambda_guard=0.0,
+                                   lambda_prior=0.0, lambda_margin=0.0)
+        cfg = _cfg(max_iterations=12, start_noise=noise, convergence_window=50,
+                   eot=EOTConfig(jpeg_prob=0.0, confirm_samples=2, proxy=False), tau_a=0.01,
+                   loss=weights)
+        runs[noise] = deid.run_deid(src, _PeakedProxy(), cfg, device="cpu", network=tiny_cfru)
+    # Iteration 0 is the source itself either way (the same EOT draw: the same score).
+    assert runs[0.0].records[0].score_a == pytest.approx(runs[0.05].records[0].score_a)
+    still = runs[0.0].records[-1].score_a
+    moved = runs[0.05].records[-1].score_a
+    assert moved < still - 0.05, (still, moved)

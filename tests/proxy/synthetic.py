@@ -11,7 +11,8 @@ from models_app.proxy.network import HumanProxy
 
 # Small enough that a training epoch takes milliseconds on a shared 2-core CPU.
 TINY = ProxyConfig(
-    taps=("level5", "pooled"), pool=10, cnn_channels=(4, 8), appearance_dim=8, hidden=16
+    taps=("level5", "pooled"), pool=10, cnn_channels=(4, 8), appearance_dim=8, hidden=16,
+    structure=False,  # synthetic banks have pooled crops only, no photos to band-pass
 )
 
 

@@ -117,3 +117,25 @@ def test_a_version_saved_before_the_colour_options_loads_as_rgb(tmp_path):
     loaded = load_proxy(path)
     assert loaded.config.colour == "rgb" and loaded.config.mirror_symmetric is False
     assert ProxyConfig().colour == "luminance" and ProxyConfig().mirror_symmetric is True
+
+
+def test_a_version_saved_before_structure_maps_loads_without_them(tmp_path):
+    """A stored config without ``structure`` had no structure maps: it loads as such."""
+    import json
+
+    from safetensors import safe_open
+
+    from models_app.proxy.config import ProxyConfig
+
+    torch.manual_seed(0)
+    old = HumanProxy(ProxyConfig(structure=False)).eval()
+    path = tmp_path / "old.safetensors"
+    save_proxy(old, path)
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config.pop("structure")
+    save_file(tensors, str(path), metadata={**meta, "config": json.dumps(config)})
+    loaded = load_proxy(path)
+    assert loaded.config.structure is False and loaded.structure is None
+    assert ProxyConfig().structure is True

@@ -217,3 +217,17 @@ def test_mirror_symmetric_appearance_ignores_mirroring(model, contexts):
 def test_unknown_colour_is_refused():
     with pytest.raises(ValueError, match="colour must be one of"):
         ProxyConfig(colour="hsv")
+
+
+def test_and_fusion_is_the_product_of_identity_and_appearance():
+    """fusion="and": P(same) = P_identity x P_appearance, stable at large logits, so a
+    clearly different appearance vetoes a clear identity match."""
+    from models_app.proxy.network import _and_logit
+
+    x = torch.tensor([-30.0, -2.0, 0.0, 3.0, 15.0, 40.0, 40.0])
+    y = torch.tensor([5.0, 1.0, 0.0, -3.0, 15.0, -6.0, 40.0])
+    p = torch.sigmoid(_and_logit(x.double(), y.double()))
+    torch.testing.assert_close(p, torch.sigmoid(x.double()) * torch.sigmoid(y.double()))
+    assert torch.isfinite(_and_logit(x, y)).all()
+    assert float(torch.sigmoid(_and_logit(torch.tensor(40.0), torch.tensor(-6.0)))) < 0.01
+    assert HumanProxy().config.fusion == "and" and not hasattr(HumanProxy(), "gate")

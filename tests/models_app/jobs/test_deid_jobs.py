@@ -278,17 +278,20 @@ def test_a_job_stores_its_ladder_and_sends_every_rung_to_its_campaign(source, pr
     from tests.ratings.factories import make_campaign
 
     campaign = make_campaign()
-    # The untrained proxy's score-A is ~0.55 throughout: 0.9 and 0.6 are crossed by the first
-    # iterate, 0.01 never.
+    # The untrained proxy's score-A sits between 0.01 and 0.99 throughout: the high rungs are
+    # crossed by some iterate, 0.01 never.
+    ladder = [0.99, 0.9, 0.6, 0.01]
     job = DeidJob.objects.create(
-        source=source, params={**FAST, "ladder": [0.9, 0.6, 0.01]}, proxy_version=proxy,
+        source=source, params={**FAST, "ladder": ladder}, proxy_version=proxy,
         campaign=campaign,
     )
     runner.execute_deid_job(str(job.pk))
     job.refresh_from_db()
     assert job.status in ("succeeded", "finished"), job.error
     traj = dict(job.iterations.values_list("index", "score_a"))
-    assert [r["threshold"] for r in job.ladder] == [0.9, 0.6]
+    crossed = [t for t in ladder if any(a < t for k, a in traj.items() if k > 0)]
+    assert crossed and 0.01 not in crossed, traj
+    assert [r["threshold"] for r in job.ladder] == crossed
     for rung in job.ladder:
         first = min(k for k, a in traj.items() if k > 0 and a < rung["threshold"])
         assert rung["iteration"] == first
