@@ -290,15 +290,18 @@ class HumanProxy(nn.Module):
         app = torch.cat([(ga - gb).abs(), ga * gb, hand], dim=1)
         app_logit = self.app_head(app).squeeze(1)
         if self.config.fusion == "gated":
-            ident = self.id_head(idp).squeeze(1) + self.id_linear(idp).squeeze(1)
-            fused = ident + F.softplus(self.gate(idp)).squeeze(1) * app_logit
+            fused = self._identity_logit(idp) + F.softplus(self.gate(idp)).squeeze(1) * app_logit
         elif self.config.fusion == "and":
-            ident = self.id_head(idp).squeeze(1) + self.id_linear(idp).squeeze(1)
-            fused = _and_logit(ident, app_logit)
+            fused = _and_logit(self._identity_logit(idp), app_logit)
         else:
             both = torch.cat([idp, app], dim=1)
             fused = self.fused_head(both).squeeze(1) + self.fused_linear(both).squeeze(1)
         return fused, app_logit
+
+    def _identity_logit(self, idp: torch.Tensor) -> torch.Tensor:
+        """The identity path's logit (N,) from the scaled identity pair features ("gated"
+        and "and" fusions)."""
+        return self.id_head(idp).squeeze(1) + self.id_linear(idp).squeeze(1)
 
     def calibrate_logit(self, logit: torch.Tensor, branch: str = "full") -> torch.Tensor:
         if branch not in BRANCHES:

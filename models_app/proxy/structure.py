@@ -70,19 +70,25 @@ class StructureMaps:
     """Builds the per-image maps (a flat vector) and compares two of them."""
 
     def __init__(self) -> None:
-        self.sizes: list[int] = []
+        self.grids: list[int] = []  # per band: samples across the whole crop
+        self.sizes: list[int] = []  # per band: samples across its box (the map's side)
         self.cells: list[Cell] = []
+        self.band_masks: list[torch.Tensor | None] = []  # per band: its cells' masks, stacked
         for b, (_lo, hi, box) in enumerate(BANDS):
             full = int(round(CROP_FW * hi * SAMPLES_PER_CYCLE))
             n = int(round(box * hi * SAMPLES_PER_CYCLE))
             n += (full - n) % 2  # centred on the face: its mirror image is the map flipped
+            self.grids.append(full)
             self.sizes.append(n)
+            cells = []
             for name, m in _regions(n, box).items():
                 # Shifts read one sample beyond the map: keep masks off its border.
                 m = m.clone()
                 m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = False
                 if int(m.sum()) >= MIN_REGION:
-                    self.cells.append(Cell(b, name, (m / m.sum()).float()))
+                    cells.append(Cell(b, name, (m / m.sum()).float()))
+            self.cells += cells
+            self.band_masks.append(torch.stack([c.mask for c in cells]) if cells else None)
         self.dim = sum(n * n for n in self.sizes)
 
     @property
@@ -100,9 +106,8 @@ class StructureMaps:
             raise ValueError(f"expected (N, 1, H, W) luminance, got {tuple(luminance.shape)}")
         side = luminance.shape[-1]
         out = []
-        for (lo, hi, _box), n in zip(BANDS, self.sizes, strict=True):
+        for (lo, hi, _box), full, n in zip(BANDS, self.grids, self.sizes, strict=True):
             per_fw = hi * SAMPLES_PER_CYCLE
-            full = int(round(CROP_FW * per_fw))
             # Area resampling to the band's grid (an average: the anti-alias for the top).
             x = F.adaptive_avg_pool2d(luminance, full) if full < side else luminance
             o = (full - n) // 2
@@ -126,11 +131,10 @@ class StructureMaps:
         each way and b's mirror image, then |log(contrast b / contrast a)|."""
         ma, mb = self._split(a), self._split(b)
         corrs, ratios = [], []
-        for band, (x, y) in enumerate(zip(ma, mb, strict=True)):
-            cells = [c for c in self.cells if c.band == band]
-            if not cells:
+        for x, y, masks in zip(ma, mb, self.band_masks, strict=True):
+            if masks is None:
                 continue
-            w = torch.stack([c.mask for c in cells]).to(a)  # (R, n, n)
+            w = masks.to(a)  # (R, n, n)
             ex = (x * x).flatten(1) @ w.flatten(1).T  # (N, R) masked energies
             ey = (y * y).flatten(1) @ w.flatten(1).T
             # Both ways round, so that P(a, b) = P(b, a).
