@@ -8,11 +8,11 @@ import json
 import uuid
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +29,8 @@ from models_app.training.models import ModelKind, ModelVersion
 from ratings.models import Campaign, Rater
 
 from . import plots, probes, selectors, services
+
+T = TypeVar("T")
 
 PAGE_SIZE = 50
 GALLERY_SIZE = 24
@@ -146,13 +148,18 @@ def _round_live(rnd: Round) -> dict[str, str]:
     return out
 
 
+def _or_404(get: Callable[[Any], T], key: Any) -> T:
+    """``get(key)`` (a selector's detail lookup), or 404 when no such row exists."""
+    try:
+        return get(key)
+    except ObjectDoesNotExist as exc:
+        raise Http404 from exc
+
+
 @require_GET
 @staff_only(V_ROUND, V_CAMPAIGN)
 def round_page(request: HttpRequest, round_id: uuid.UUID) -> HttpResponse:
-    try:
-        rnd = selectors.round_detail(round_id)
-    except Round.DoesNotExist as exc:
-        raise Http404 from exc
+    rnd = _or_404(selectors.round_detail, round_id)
     report = rnd.report or {}
     times = rnd.stage_times or {}  # jsonb keeps no key order: the stages' own order
     stage_seconds = {s.value: times[s.value].get("seconds") for s in Round.ORDER if s.value in times}
@@ -175,10 +182,7 @@ def round_page(request: HttpRequest, round_id: uuid.UUID) -> HttpResponse:
 @require_GET
 @staff_only(V_ROUND, V_CAMPAIGN)
 def live_round(request: HttpRequest, round_id: uuid.UUID) -> JsonResponse:
-    try:
-        rnd = selectors.round_detail(round_id)
-    except Round.DoesNotExist as exc:
-        raise Http404 from exc
+    rnd = _or_404(selectors.round_detail, round_id)
     return JsonResponse(_round_live(rnd))
 
 
@@ -256,10 +260,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_only(V_JOB, V_FACE)
 def job_page(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    try:
-        job = selectors.job_detail(job_id)
-    except DeidJob.DoesNotExist as exc:
-        raise Http404 from exc
+    job = _or_404(selectors.job_detail, job_id)
     traj = selectors.job_trajectory(job)
     tau_a, tau_b = selectors.job_thresholds(job)
     rnd = getattr(job.batch, "round", None) if job.batch_id else None
