@@ -73,6 +73,38 @@ def auc_interval(
     return float(lo), float(hi)
 
 
+def paired_difference_intervals(
+    candidate, reference, targets, weights=None, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap intervals of (candidate − reference) for AUC and Brier against
+    the majority (tied pairs left out), resampling the same pairs for both models, so what
+    the two share (the pairs' difficulty) cancels. An AUC interval is None when fewer than
+    two pairs of each class; a Brier interval when no pair has a majority."""
+    c, r, t = _arr(candidate), _arr(reference), _arr(targets)
+    w = _weights(weights, len(c))
+    m = majority_mask(t)
+    c, r, w, y = c[m], r[m], w[m], t[m] > 0.5
+    out: dict[str, tuple[float, float] | None] = {"auc": None, "brier": None}
+    if len(c) == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    d_auc, d_brier = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(c), len(c))
+        d_brier.append(brier(c[i], y[i], w[i]) - brier(r[i], y[i], w[i]))
+        d = roc_auc(c[i], y[i], w[i]) - roc_auc(r[i], y[i], w[i])
+        if not math.isnan(d):
+            d_auc.append(d)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    if y.sum() >= 2 and (~y).sum() >= 2 and d_auc:
+        lo, hi = np.quantile(d_auc, q)
+        out["auc"] = (float(lo), float(hi))
+    lo, hi = np.quantile(d_brier, q)
+    out["brier"] = (float(lo), float(hi))
+    return out
+
+
 def accuracy(probs, labels, weights=None, threshold: float = 0.5) -> float:
     p, y = _arr(probs), _arr(labels) > 0.5
     w = _weights(weights, len(p))
@@ -364,17 +396,38 @@ def not_worse(
     reference: Mapping[str, float],
     auc_tolerance: float = 0.0,
     brier_tolerance: float = 0.0,
+    intervals: Mapping[str, tuple[float, float] | None] | None = None,
 ) -> tuple[bool, list[str]]:
     """The promotion rule on held-out human labels: the candidate's AUC is not lower and its
     Brier score not higher than the reference's (within tolerances). Returns (ok, reasons
-    it failed). A missing or NaN metric fails, since "not worse" cannot be shown."""
+    it failed). A missing or NaN metric fails, since "not worse" cannot be shown.
+
+    ``intervals`` (from :func:`paired_difference_intervals`, for a held-out set too small
+    for point figures to mean much): a metric fails only when its whole interval of the
+    difference lies on the worse side of the tolerance, i.e. when the candidate is worse
+    beyond what resampling the pairs explains. A metric without an interval keeps the
+    point rule."""
     reasons = []
     ca, ra = candidate.get("auc"), reference.get("auc")
     cb, rb = candidate.get("brier"), reference.get("brier")
     if not all(isinstance(v, int | float) and np.isfinite(v) for v in (ca, ra, cb, rb)):
         return False, ["AUC or Brier score missing/undefined on the held-out labels"]
-    if ca < ra - auc_tolerance:
+    iv = intervals or {}
+    auc_iv, brier_iv = iv.get("auc"), iv.get("brier")
+
+    def beyond(lo_hi: tuple[float, float]) -> str:
+        return f" beyond chance (95 % interval of the difference {lo_hi[0]:+.3f}…{lo_hi[1]:+.3f})"
+
+    if auc_iv is not None:
+        if auc_iv[1] < -auc_tolerance:
+            reasons.append(f"AUC {ca:.4f} < {ra:.4f} (promoted) - {auc_tolerance}" + beyond(auc_iv))
+    elif ca < ra - auc_tolerance:
         reasons.append(f"AUC {ca:.4f} < {ra:.4f} (promoted) - {auc_tolerance}")
-    if cb > rb + brier_tolerance:
+    if brier_iv is not None:
+        if brier_iv[0] > brier_tolerance:
+            reasons.append(
+                f"Brier {cb:.4f} > {rb:.4f} (promoted) + {brier_tolerance}" + beyond(brier_iv)
+            )
+    elif cb > rb + brier_tolerance:
         reasons.append(f"Brier {cb:.4f} > {rb:.4f} (promoted) + {brier_tolerance}")
     return not reasons, reasons

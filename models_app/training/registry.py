@@ -40,6 +40,9 @@ class GateDecision:
     candidate: dict[str, float]
     incumbent: dict[str, float] | None
     tolerance: float
+    # Paired bootstrap intervals of candidate − incumbent, when the held-out set was too
+    # small for the point rule (None: the point rule decided).
+    intervals: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,8 @@ class GateDecision:
             "incumbent": self.incumbent,
             "tolerance": self.tolerance,
             "metrics": GATE_METRICS,
+            "rule": "point" if self.intervals is None else "interval",
+            "intervals": self.intervals,
         }
 
 
@@ -57,20 +62,25 @@ def gate_decision(
     incumbent: dict[str, float] | None,
     tolerance: float = 0.0,
     battery_reasons: list[str] | None = None,
+    intervals: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Not worse than the incumbent on held-out human labels (AUC and Brier, both measured
     on the same held-out pairs). With no incumbent, a candidate with finite metrics passes.
-    ``battery_reasons``: the perceptual battery's broken invariance items (each fails it)."""
+    ``battery_reasons``: the perceptual battery's broken invariance items (each fails it).
+    ``intervals``: paired bootstrap intervals of the differences, given when the held-out
+    set is small; then only a difference beyond chance rejects (``metrics.not_worse``)."""
     if incumbent is None:
         ok, reasons = not_worse(candidate, candidate)  # only checks the metrics are defined
+        intervals = None
     else:
-        ok, reasons = not_worse(candidate, incumbent, tolerance, tolerance)
+        ok, reasons = not_worse(candidate, incumbent, tolerance, tolerance, intervals)
     if battery_reasons:
         ok, reasons = False, [*reasons, *battery_reasons]
     pick = lambda m: {k: m.get(k) for k in GATE_METRICS}  # noqa: E731
     return GateDecision(
         passed=ok, reasons=reasons, candidate=pick(candidate),
         incumbent=pick(incumbent) if incumbent else None, tolerance=tolerance,
+        intervals=intervals,
     )
 
 

@@ -19,7 +19,12 @@ from django.utils import timezone
 
 from deidplatform.errors import AppError
 from models_app.faces.selectors import contexts
-from models_app.proxy.metrics import json_safe, reliability_diagram_png, version_report
+from models_app.proxy.metrics import (
+    json_safe,
+    paired_difference_intervals,
+    reliability_diagram_png,
+    version_report,
+)
 
 from . import registry
 from .battery import battery_for_model, battery_reasons
@@ -44,7 +49,8 @@ def _history_saver(run: TrainingRun):
     return on_epoch
 
 
-def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | None]:
+def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | None, dict]:
+    """Held-out metrics, the reliability diagram (``png``) and the per-pair probabilities."""
     from models_app.proxy.train import evaluate_proxy
 
     metrics = evaluate_proxy(model, bank, table)
@@ -59,7 +65,7 @@ def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | N
         metrics["human"] = {k: v for k, v in report.items() if k != "reliability"}
     elif png:
         diagram = reliability_diagram_png(list(probs.values()), table.targets())
-    return metrics, diagram
+    return metrics, diagram, probs
 
 
 def execute_training_run(run_id: str) -> dict:
@@ -147,18 +153,31 @@ def execute_training_run(run_id: str) -> dict:
     if len(held_out) == 0:
         fail_run(run, "no held-out pairs: too few subjects to hold some out")
         return {"run": str(run.pk), "status": "failed", "error": "no held-out pairs"}
-    cand_metrics, diagram = _evaluate(result.model, bank, held_out, data.judgments, png=True)
-    inc_metrics = None
+    cand_metrics, diagram, cand_p = _evaluate(
+        result.model, bank, held_out, data.judgments, png=True
+    )
+    inc_metrics, intervals = None, None
     if incumbent_model is not None:
         inc_bank = bank if incumbent_model.config == result.model.config else (
             incumbent_model.encode_images(ctx, keys)
         )
-        inc_metrics, _ = _evaluate(incumbent_model, inc_bank, held_out, data.judgments, png=False)
+        inc_metrics, _, inc_p = _evaluate(
+            incumbent_model, inc_bank, held_out, data.judgments, png=False
+        )
+        if len(held_out) < settings.DEID_MIN_HELD_OUT_PAIRS:
+            # On a few pairs a point difference is mostly which pairs happened to be held
+            # out (a round holds out ~3 subjects): only a difference beyond chance rejects.
+            ids = [q.pair_id or f"{q.a}|{q.b}" for q in held_out]  # evaluate_proxy's keys
+            intervals = paired_difference_intervals(
+                [cand_p[i] for i in ids], [inc_p[i] for i in ids], held_out.targets(),
+                held_out.weights(), seed=int(cfg["seed"]),
+            )
     battery = battery_for_model(result.model)
     owned(run).update(heartbeat=timezone.now())
     decision = registry.gate_decision(
         cand_metrics, inc_metrics, float(cfg["gate_tolerance"]),
         battery_reasons(battery) if settings.DEID_BATTERY_GATE else None,
+        intervals=intervals,
     )
     metrics = {
         "held_out": cand_metrics, "held_out_set": gate_set, "n_held_out": len(held_out),

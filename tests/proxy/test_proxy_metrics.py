@@ -112,3 +112,24 @@ def test_auc_interval_narrows_with_more_pairs_and_needs_both_classes():
     assert lo_b <= roc_auc(p_big, y_big) <= hi_b
     assert (hi_s - lo_s) > 2 * (hi_b - lo_b)
     assert auc_interval([0.1, 0.9, 0.8], [0, 1, 1]) is None  # one negative only
+
+
+def test_paired_intervals_reject_only_a_difference_beyond_chance():
+    rng = np.random.default_rng(2)
+    y = (rng.random(400) > 0.5).astype(float)
+    good = np.clip(y * 0.5 + 0.25 + rng.normal(0, 0.2, 400), 0, 1)
+    poor = np.clip(y * 0.3 + 0.35 + rng.normal(0, 0.2, 400), 0, 1)
+    ev = lambda p, n: metrics.evaluate_probs(p[:n], y[:n])  # noqa: E731
+    # Many pairs: the poorer candidate is worse beyond chance, and is rejected.
+    iv = metrics.paired_difference_intervals(poor, good, y)
+    assert iv["auc"][1] < 0 and iv["brier"][0] > 0
+    ok, why = metrics.not_worse(ev(poor, 400), ev(good, 400), intervals=iv)
+    assert not ok and "beyond chance" in why[0]
+    # Nine pairs: point figures say worse, the interval straddles zero, so it passes.
+    iv9 = metrics.paired_difference_intervals(poor[:9], good[:9], y[:9])
+    assert iv9["auc"][0] < 0 < iv9["auc"][1] and iv9["brier"][0] < 0 < iv9["brier"][1]
+    assert not metrics.not_worse(ev(poor, 9), ev(good, 9))[0]  # the point rule rejects
+    assert metrics.not_worse(ev(poor, 9), ev(good, 9), intervals=iv9)[0]
+    # One class only: no AUC interval, so AUC keeps the point rule.
+    one = metrics.paired_difference_intervals([0.2, 0.3], [0.4, 0.5], [1.0, 1.0])
+    assert one["auc"] is None and one["brier"] is not None

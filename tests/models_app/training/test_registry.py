@@ -128,3 +128,15 @@ def test_a_promotion_is_announced_and_the_jobs_domain_rescores(
         assert heard == [v1.pk]
     finally:
         model_promoted.disconnect(listener)
+
+
+def test_gate_on_a_small_held_out_set_rejects_only_beyond_chance():
+    cand, inc = {"auc": 0.80, "brier": 0.20}, {"auc": 0.90, "brier": 0.15}
+    straddles = {"auc": (-0.4, 0.2), "brier": (-0.05, 0.12)}
+    d = registry.gate_decision(cand, inc, intervals=straddles)
+    assert d.passed and d.as_dict()["rule"] == "interval"
+    beyond = {"auc": (-0.3, -0.02), "brier": (-0.05, 0.12)}
+    d = registry.gate_decision(cand, inc, intervals=beyond)
+    assert not d.passed and len(d.reasons) == 1 and "beyond chance" in d.reasons[0]
+    # No incumbent: nothing to compare, the point rule's definedness check only.
+    assert registry.gate_decision(cand, None, intervals=beyond).as_dict()["rule"] == "point"
