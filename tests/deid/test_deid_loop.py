@@ -201,6 +201,44 @@ def test_final_score_b_on_the_saved_file(portrait_source, tmp_path):
     assert not blank.detected and blank.score_b == 0.0
 
 
+def test_the_saved_file_is_not_detected_or_embedded_twice(portrait_source, monkeypatch):
+    """A confirmed candidate comes back as the saved PNG (the same bytes): its detection and
+    embeddings come from the memo, with the same figures; one changed pixel recomputes."""
+    import io
+
+    from PIL import Image
+
+    from models_app.deid import confirm
+    from models_app.vision import faces
+
+    s = portrait_source
+    confirm._FRESH_FACES.clear()
+    confirm._EMBEDDINGS.clear()
+    calls = {"detect": 0}
+    real = faces.detect_and_align
+
+    def counting(rgb, *a, **k):
+        calls["detect"] += 1
+        return real(rgb, *a, **k)
+
+    monkeypatch.setattr(faces, "detect_and_align", counting)
+    photo = np.clip(s.photo.astype(int) + 12, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG")
+    first = deid.score_saved_output(s.chip, buf.getvalue())
+    assert calls["detect"] == 1 and confirm._EMBEDDINGS.misses == 2
+    again = deid.score_saved_output(s.chip, photo)  # decoded PNG == the array
+    assert calls["detect"] == 1 and confirm._EMBEDDINGS.misses == 2
+    assert again.score_b == first.score_b and np.array_equal(again.chip, first.chip)
+    # Uncached, the same figure: the memo changes the time only.
+    ens = confirm.cfru_mod.build_ensemble(confirm.FINAL_ENSEMBLE)
+    assert ens.score_b(s.chip, first.chip).score == pytest.approx(first.score_b, abs=1e-12)
+    other = photo.copy()
+    other[0, 0] ^= 1
+    deid.score_saved_output(s.chip, other)
+    assert calls["detect"] == 2  # one pixel differs: detected afresh
+
+
 def test_change_mask_keeps_only_what_survives_compositing(portrait_source):
     from models_app.deid.composite import change_mask
 
