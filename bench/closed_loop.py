@@ -238,16 +238,22 @@ def _round_config(args: argparse.Namespace, observer: str, base_url: str) -> dic
         "job_params": {"max_iterations": args.max_iterations},
         "gold_same": max(2, args.faces // 5), "gold_different": max(2, args.faces // 5),
         "attention": max(1, args.faces // 10),
-        "campaign": {"judgments_per_pair": 3, "qualification_size": 4, "gold_rate": 0.1,
+        "campaign": {"judgments_per_pair": args.judgments_per_pair, "qualification_size": 4, "gold_rate": 0.1,
                      "attention_rate": 0.05, "pass_mark": args.pass_mark,
                      "min_response_ms": 700},
         "simulate": {"observer": observer, "raters": args.raters, "mix": args.mix,
                      "base_url": base_url, "time_scale": 0.0, "max_seconds": 1800.0,
                      "concurrency": args.concurrency, "patience_s": 5.0, "seed": args.seed},
         "training": {"natural_same": args.natural, "natural_different": args.natural,
-                     "train": {"stop": {"max_epochs": args.epochs},
-                               "natural_weight": args.natural_weight}},
+                     "train": _train_config(args)},
     }
+
+
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The rounds' TrainConfig: epochs and natural weight, then ``--train-config`` over them."""
+    extra = json.loads(args.train_config)
+    stop = {"max_epochs": args.epochs, **extra.pop("stop", {})}
+    return {"natural_weight": args.natural_weight, **extra, "stop": stop}
 
 
 def phase_series(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,7 +275,8 @@ def phase_series(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)
         if rnd.status != Round.Status.SUCCEEDED:
             raise RuntimeError(f"round {rnd.number}: {rnd.status} {rnd.error}")
-        rounds.append(_round_row(rnd, time.perf_counter() - t0))
+        rounds.append({**_round_row(rnd, time.perf_counter() - t0),
+                       "observer_view": observer_view(rnd, observer)})
         log(f"{observer} round {rnd.number}: {json.dumps(rounds[-1])}")
         nxt = Round.objects.filter(previous=rnd).first()
         if nxt is None:
@@ -388,8 +395,7 @@ def active_vs_uniform(rounds, args: argparse.Namespace) -> dict[str, Any]:
                 len(subjects))[: max(1, len(subjects) // 6)])
             split = SubjectSplit(sorted(set(subjects) - set(val)), val, [])
             result = train_proxy(bank, table, TrainConfig.from_dict(
-                {"seed": args.seed, "stop": {"max_epochs": args.epochs}, "min_pairs": 4,
-                 "natural_weight": args.natural_weight}),
+                {"seed": args.seed, "min_pairs": 4, **_train_config(args)}),
                 split=split, init=copy.deepcopy(model).requires_grad_(True))
             m = evaluate_proxy(result.model, bank, test_table)
             curves[method].append({"pairs": len(chosen),
@@ -406,6 +412,67 @@ def active_vs_uniform(rounds, args: argparse.Namespace) -> dict[str, Any]:
     return {"pool_pairs": len(pool), "test_pairs": len(test), "target_auc": target,
             "judgments_to_target": {k: needed(v) for k, v in curves.items()},
             "curves": curves, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def observer_view(rnd, observer: str) -> dict[str, Any]:
+    """What only a simulation can show: the observer's own P(same), without rater noise, on
+    the round's judged pairs. ``crowd_vs_observer_auc`` is the observer's P against the
+    crowd's majority, the ceiling of any proxy's AUC against these labels (a majority of a
+    few noisy votes on a pair the observer finds 60/40 is close to a coin toss);
+    ``proxy_vs_observer_auc`` is the proxy (before retraining) against the observer's verdict
+    (P < 0.5); ``observer_success_rate`` counts final outputs the observer calls different
+    with B ≥ τB on the saved file. None where one class is missing."""
+    from models_app.proxy.metrics import roc_auc
+    from models_app.rounds.selectors import round_pairs
+    from ratings.observers import judge, load_observer
+
+    obs = load_observer(observer)
+    rng = np.random.default_rng(0)
+    tau_b = float(rnd.config["job_params"].get("tau_b", 0.5))
+    state = rnd.state.get("pairs", {})
+    rows = []
+    for r in round_pairs(rnd):
+        job = r["job"]
+        try:
+            p = judge(obs, *_pair_images(r), rng)
+        except FileNotFoundError:  # an output erased meanwhile
+            continue
+        before = (state.get(str(r["pair"])) or {}).get("p_before")
+        b_ok = job.final_score_b is not None and job.final_score_b >= tau_b
+        rows.append((p, r["crowd_score_a"], before, r["final"], b_ok))
+    if not rows:
+        return {}
+
+    def auc(scores, labels) -> float | None:
+        a = roc_auc(scores, labels) if len(scores) else float("nan")
+        return None if np.isnan(a) else round(float(a), 4)
+
+    p_obs = np.array([x[0] for x in rows])
+    crowd = np.array([np.nan if x[1] is None else x[1] for x in rows])
+    before = np.array([np.nan if x[2] is None else x[2] for x in rows])
+    final = np.array([x[3] for x in rows], bool)
+    b_ok = np.array([x[4] for x in rows], bool)
+    maj = ~np.isnan(crowd) & (np.abs(crowd - 0.5) > 1e-9)
+    has_b = ~np.isnan(before)
+    return {
+        "pairs": len(rows),
+        "observer_different_share": round(float(np.mean(p_obs < 0.5)), 4),
+        "crowd_different_share": round(float(np.mean(crowd[maj] < 0.5)), 4) if maj.any() else None,
+        "crowd_vs_observer_auc": auc(p_obs[maj], crowd[maj] > 0.5),
+        "proxy_vs_observer_auc": auc(before[has_b], p_obs[has_b] >= 0.5),
+        "proxy_vs_crowd_auc": auc(before[has_b & maj], crowd[has_b & maj] > 0.5),
+        "observer_success_rate": round(float(np.sum(final & b_ok & (p_obs < 0.5))
+                                             / max(1, int(final.sum()))), 4),
+    }
+
+
+def _pair_images(r: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    from models_app.faces.models import FaceImage
+    from models_app.faces.selectors import load_rgb_array
+
+    a = FaceImage.objects.get(pk=r["source"])
+    b = FaceImage.objects.get(pk=r["image"])
+    return load_rgb_array(a), load_rgb_array(b)
 
 
 def cross_row(last_round, observers: list[str]) -> dict[str, Any]:
@@ -473,6 +540,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=30)
     ap.add_argument("--raters", type=int, default=20)
     ap.add_argument("--mix", default="careful=0.6,noisy=0.15,same_biased=0.1,spammer=0.15")
+    ap.add_argument("--judgments-per-pair", type=int, default=3)
     ap.add_argument("--pass-mark", type=float, default=0.5,
                     help="campaign gold pass mark (the shipped observers are weak)")
     ap.add_argument("--max-iterations", type=int, default=90)
@@ -481,6 +549,8 @@ def main() -> None:
     ap.add_argument("--natural-weight", type=float, default=0.1,
                     help="weight of each natural pair in the rounds' retraining (judged "
                          "pairs weigh 1): a round judges ~50-100 pairs against 2x--natural")
+    ap.add_argument("--train-config", default="{}",
+                    help="TrainConfig fields (JSON) over the rounds' training, e.g. batch_size")
     ap.add_argument("--extra-subjects", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--worker-threads", type=int, default=2)
@@ -508,9 +578,10 @@ def main() -> None:
     started = time.perf_counter()
     common = ["--rounds", str(args.rounds), "--faces", str(args.faces), "--raters",
               str(args.raters), "--mix", args.mix, "--pass-mark", str(args.pass_mark),
+              "--judgments-per-pair", str(args.judgments_per_pair),
               "--max-iterations", str(args.max_iterations), "--natural", str(args.natural),
               "--epochs", str(args.epochs), "--natural-weight", str(args.natural_weight),
-              "--extra-subjects", str(args.extra_subjects),
+              "--train-config", args.train_config, "--extra-subjects", str(args.extra_subjects),
               "--concurrency", str(args.concurrency), "--seed", str(args.seed),
               "--gallery", args.gallery]
     with tempfile.TemporaryDirectory() as tmp:

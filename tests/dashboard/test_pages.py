@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from models_app.jobs.models import DeidJob
+from models_app.training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +168,18 @@ def test_live_round_json_and_forms_render(staff_client, world):
                 reverse("dashboard:promote", args=[world.versions[0].pk])):
         html = staff_client.get(url).content.decode()
         assert "{#" not in html and "{%" not in html  # no template source leaks to the page
+
+
+def test_proxy_page_shows_the_gates_interval_rule(staff_client, world):
+    v3 = world.versions[2]
+    ModelVersion.objects.filter(pk=v3.pk).update(gate={
+        "passed": True, "reasons": [], "rule": "interval",
+        "intervals": {"auc": [-0.31, 0.12], "brier": [-0.05, 0.08]},
+    })
+    html = staff_client.get(reverse("dashboard:proxy"), {"version": v3.pk}).content.decode()
+    assert "interval rule" in html
+    assert "AUC -0.310 … 0.120" in html
+    # A version gated by the point rule shows neither.
+    ModelVersion.objects.filter(pk=v3.pk).update(gate={"passed": True, "reasons": []})
+    html = staff_client.get(reverse("dashboard:proxy"), {"version": v3.pk}).content.decode()
+    assert "interval rule" not in html and "95 % interval" not in html
