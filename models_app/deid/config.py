@@ -127,6 +127,13 @@ class DeidConfig:
         except (TypeError, ValueError) as exc:
             raise DeidConfigError("disguise_ranges", str(exc)) from None
         need(self.blend in BLENDS, "blend", f"unknown {self.blend!r}; one of {list(BLENDS)}")
+        # The head blend would put the source's surroundings back over the donor's.
+        need(
+            self.parameterisation != "disguise"
+            or self.disguise_ranges.get("surroundings", "source") != "donor"
+            or self.blend == "rectangle",
+            "blend", "disguise with the donor's surroundings needs blend 'rectangle'",
+        )
         try:
             ens = cfru_mod.build_ensemble(self.ensemble)
         except ValueError as exc:

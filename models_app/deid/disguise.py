@@ -101,6 +101,11 @@ class DisguiseRanges:
     contour_grid: int = 5
     beard: float = 0.30  # L* x (1 ∓ this) over the beard area (facial hair shading)
     eye_shading: float = 0.25  # L* x (1 ∓ this) around the eyes (make-up)
+    # What lies around the head: "source" keeps the source's surroundings (only the head is
+    # mixed in); "donor" takes the donor's whole crop, so the output is the donor's photo
+    # with the source's inner face: the presidential illusion as the spike made it (used with
+    # ``blend="rectangle"``; the head blend would put the source's surroundings back).
+    surroundings: str = "source"
 
     def validate(self) -> None:
         for name in ("share_gain", "inner_scale", "inner_shift_px", "inner_shape",
@@ -111,6 +116,8 @@ class DisguiseRanges:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if not 0.0 <= self.margin_share <= 1.0:
             raise ValueError(f"margin_share must be in [0, 1], got {self.margin_share!r}")
+        if self.surroundings not in ("source", "donor"):
+            raise ValueError(f"surroundings must be 'source' or 'donor', got {self.surroundings!r}")
         for name, hi in (("inner_scale", 0.5), ("inner_shape", 0.3), ("hair_lightness", 0.6),
                          ("brow_darkness", 0.7), ("band_gain", 1.0), ("beard", 0.6),
                          ("eye_shading", 0.5), ("proportions", 1.0)):
@@ -458,8 +465,9 @@ class DisguiseParams(Parameterisation):
         rgb = lab_to_rgb(lab)
 
         # 5. Into the source by the donor share, through the head-shaped mask (a convex mix
-        # of two images in [0, 255]: no clamp needed).
-        alpha = col(val["share"]) * head
+        # of two images in [0, 255]: no clamp needed); with the donor's surroundings, over
+        # the whole crop.
+        alpha = col(val["share"]) * (head if r.surroundings == "source" else 1.0)
         return torch.lerp(base, rgb, alpha)
 
     def prior(self, theta: torch.Tensor) -> torch.Tensor:

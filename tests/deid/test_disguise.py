@@ -92,6 +92,12 @@ def test_parameters_stay_in_bounds(disguise_setup):
     with pytest.raises(DeidConfigError) as exc:
         DeidConfig(blend="square").validate()
     assert exc.value.field == "blend"
+    donor_around = {"surroundings": "donor"}
+    with pytest.raises(DeidConfigError) as exc:  # the head blend would undo it
+        DeidConfig(parameterisation="disguise", disguise_ranges=donor_around).validate()
+    assert exc.value.field == "blend" and "rectangle" in str(exc.value)
+    DeidConfig(parameterisation="disguise", disguise_ranges=donor_around,
+               blend="rectangle").validate()
 
 
 def test_every_parameter_has_a_gradient(disguise_setup):
@@ -135,6 +141,30 @@ def test_the_disguise_changes_the_head_only(disguise_setup):
     lum_out = out[140:190, 125:175] @ np.array([0.299, 0.587, 0.114])
     lum_src = s.context[140:190, 125:175] @ np.array([0.299, 0.587, 0.114])
     assert np.corrcoef(lum_out.ravel(), lum_src.ravel())[0, 1] > 0.9
+
+
+def test_donor_surroundings_take_the_donors_whole_crop(disguise_setup):
+    """``surroundings="donor"``: the output is the donor's crop around the source's inner
+    face (the presidential illusion); the source's surroundings are gone."""
+    s, _, _ = disguise_setup
+    donor = recolour(brightness(s.context, 0.7), 25)
+    p = DisguiseParams(300, sources=[s.context], donors=[donor],
+                       ranges=DisguiseRanges(surroundings="donor"))
+    base = _tensor(s.context)
+    theta = torch.zeros(1, p.n_params)
+    theta[:, 0] = 3.0  # full donor share
+    out = p.render(base, theta)[0].permute(1, 2, 0).numpy()
+    # The corners are the donor's (not the source's, as with the default).
+    assert np.abs(out[:12, :12] - donor[:12, :12]).max() < 1.0
+    assert np.abs(out[:12, :12] - s.context[:12, :12]).mean() > 5
+    lum_out = out[140:190, 125:175] @ np.array([0.299, 0.587, 0.114])
+    lum_src = s.context[140:190, 125:175] @ np.array([0.299, 0.587, 0.114])
+    assert np.corrcoef(lum_out.ravel(), lum_src.ravel())[0, 1] > 0.9  # the source's inner face
+    # θ = 0 is still the unchanged source.
+    same = p.render(base, torch.zeros(1, p.n_params))[0].permute(1, 2, 0).numpy()
+    assert np.abs(same - s.context).max() < 1e-3
+    with pytest.raises(ValueError, match="surroundings"):
+        DisguiseRanges(surroundings="elsewhere").validate()
 
 
 def test_head_blend_leaves_no_rectangle(portrait_source):
