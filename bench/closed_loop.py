@@ -203,8 +203,17 @@ def phase_setup(args: argparse.Namespace) -> dict[str, Any]:
         for f in sorted(dirs[i].glob("*.jpg"))[:2]:
             img = ingest_image(f.read_bytes(), subject=subject).image
             n_ok += img is not None and img.status == "ok"
+    # The donor pool of `disguise` (FaceImage kind donor, no subject: donors carry no
+    # identity): first photos of other LFW subjects than the rounds'.
+    n_donors = 0
+    for i in order[need:]:
+        if n_donors >= args.donors:
+            break
+        first = sorted(dirs[i].glob("*.jpg"))[0]
+        img = ingest_image(first.read_bytes(), kind="donor").image
+        n_donors += img is not None and img.status == "ok"
     ingest_s = time.perf_counter() - t0
-    log(f"ingested {n_ok} faces of {need} subjects in {ingest_s:.0f} s")
+    log(f"ingested {n_ok} faces of {need} subjects and {n_donors} donors in {ingest_s:.0f} s")
     t1 = time.perf_counter()
     run = TrainingRun.objects.create(trigger=TrainingRun.Trigger.BOOTSTRAP, config={
         "natural_same": args.natural, "natural_different": args.natural,
@@ -225,7 +234,7 @@ def phase_setup(args: argparse.Namespace) -> dict[str, Any]:
         log(f"prior proxy v{prior.number} promoted by force (gate: {forced})")
     if prior is None:
         raise RuntimeError(f"no prior proxy promoted: {out}")
-    return {"faces": n_ok, "subjects": need, "ingest_s": round(ingest_s, 1),
+    return {"faces": n_ok, "subjects": need, "donors": n_donors, "ingest_s": round(ingest_s, 1),
             "prior_train_s": round(time.perf_counter() - t1, 1), "prior_version": prior.number,
             "prior_metrics": prior.metrics.get("held_out", {}).get("auc"),
             "prior_forced": forced}
@@ -235,7 +244,7 @@ def _round_config(args: argparse.Namespace, observer: str, base_url: str) -> dic
     return {
         "faces": args.faces, "seed": args.seed, "rounds_left": args.rounds - 1,
         "sampling": "active", "max_pairs": 0,
-        "job_params": {"max_iterations": args.max_iterations},
+        "job_params": {"max_iterations": args.max_iterations, **json.loads(args.job_params)},
         "gold_same": max(2, args.faces // 5), "gold_different": max(2, args.faces // 5),
         "attention": max(1, args.faces // 10),
         "campaign": {"judgments_per_pair": args.judgments_per_pair, "qualification_size": 4, "gold_rate": 0.1,
@@ -341,6 +350,8 @@ def _labelled_pairs(rounds) -> list[dict[str, Any]]:
                 "pair": pl.pair_id, "a": str(pl.pair.image_a_id), "b": str(pl.pair.image_b_id),
                 "target": float(pl.score_a), "n": counts.get(pl.pair_id, 0), "round": rnd.number,
                 "info": (info.get(str(pl.pair_id)) or {}).get("information") or 0.0,
+                # Ties of a saturated prior go by |log-odds| (as the rounds order them).
+                "sureness": abs((info.get(str(pl.pair_id)) or {}).get("logit_before") or 0.0),
                 "subject": str(src.subject_id),
             })
     return out
@@ -381,7 +392,8 @@ def active_vs_uniform(rounds, args: argparse.Namespace) -> dict[str, Any]:
     bank = model.encode_images(ctx, keys)
     test_table = PairTable([lp(r) for r in test])
     rng = np.random.default_rng(args.seed)
-    orders = {"active": sorted(range(len(pool)), key=lambda i: -pool[i]["info"]),
+    orders = {"active": sorted(range(len(pool)),
+                               key=lambda i: (-pool[i]["info"], pool[i]["sureness"])),
               "uniform": list(rng.permutation(len(pool)))}
     fractions = [0.125, 0.25, 0.5, 1.0]
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -437,7 +449,9 @@ def observer_view(rnd, observer: str) -> dict[str, Any]:
             p = judge(obs, *_pair_images(r), rng)
         except FileNotFoundError:  # an output erased meanwhile
             continue
-        before = (state.get(str(r["pair"])) or {}).get("p_before")
+        st = state.get(str(r["pair"])) or {}
+        # Rank by the log-odds where the round kept them (P saturates at 1.0: ties).
+        before = st.get("logit_before", st.get("p_before"))
         b_ok = job.final_score_b is not None and job.final_score_b >= tau_b
         rows.append((p, r["crowd_score_a"], before, r["final"], b_ok))
     if not rows:
@@ -541,6 +555,10 @@ def main() -> None:
     ap.add_argument("--raters", type=int, default=20)
     ap.add_argument("--mix", default="careful=0.6,noisy=0.15,same_biased=0.1,spammer=0.15")
     ap.add_argument("--judgments-per-pair", type=int, default=3)
+    ap.add_argument("--job-params", default="{}",
+                    help="job parameters (JSON) of the rounds' jobs, e.g. a parameterisation")
+    ap.add_argument("--donors", type=int, default=0,
+                    help="LFW photos of other subjects ingested as disguise donors")
     ap.add_argument("--pass-mark", type=float, default=0.5,
                     help="campaign gold pass mark (the shipped observers are weak)")
     ap.add_argument("--max-iterations", type=int, default=90)
@@ -579,6 +597,7 @@ def main() -> None:
     common = ["--rounds", str(args.rounds), "--faces", str(args.faces), "--raters",
               str(args.raters), "--mix", args.mix, "--pass-mark", str(args.pass_mark),
               "--judgments-per-pair", str(args.judgments_per_pair),
+              "--job-params", args.job_params, "--donors", str(args.donors),
               "--max-iterations", str(args.max_iterations), "--natural", str(args.natural),
               "--epochs", str(args.epochs), "--natural-weight", str(args.natural_weight),
               "--train-config", args.train_config, "--extra-subjects", str(args.extra_subjects),

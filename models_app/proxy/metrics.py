@@ -75,16 +75,19 @@ def auc_interval(
 
 def paired_difference_intervals(
     candidate, reference, targets, weights=None, n_boot: int = 1000, seed: int = 0,
-    level: float = 0.95,
+    level: float = 0.95, candidate_scores=None, reference_scores=None,
 ) -> dict[str, tuple[float, float] | None]:
     """Percentile bootstrap intervals of (candidate − reference) for AUC and Brier against
     the majority (tied pairs left out), resampling the same pairs for both models, so what
     the two share (the pairs' difficulty) cancels. An AUC interval is None when fewer than
-    two pairs of each class; a Brier interval when no pair has a majority."""
+    two pairs of each class; a Brier interval when no pair has a majority. ``*_scores``:
+    what each AUC ranks by (the log-odds; see :func:`evaluate_probs`)."""
     c, r, t = _arr(candidate), _arr(reference), _arr(targets)
+    cs = c if candidate_scores is None else _arr(candidate_scores)
+    rs = r if reference_scores is None else _arr(reference_scores)
     w = _weights(weights, len(c))
     m = majority_mask(t)
-    c, r, w, y = c[m], r[m], w[m], t[m] > 0.5
+    c, r, cs, rs, w, y = c[m], r[m], cs[m], rs[m], w[m], t[m] > 0.5
     out: dict[str, tuple[float, float] | None] = {"auc": None, "brier": None}
     if len(c) == 0:
         return out
@@ -93,7 +96,7 @@ def paired_difference_intervals(
     for _ in range(n_boot):
         i = rng.integers(0, len(c), len(c))
         d_brier.append(brier(c[i], y[i], w[i]) - brier(r[i], y[i], w[i]))
-        d = roc_auc(c[i], y[i], w[i]) - roc_auc(r[i], y[i], w[i])
+        d = roc_auc(cs[i], y[i], w[i]) - roc_auc(rs[i], y[i], w[i])
         if not math.isnan(d):
             d_auc.append(d)
     q = [(1 - level) / 2, (1 + level) / 2]
@@ -334,18 +337,23 @@ def proxy_agreement(probs: Mapping[str, float], judgments: Iterable[Judgment]) -
     }
 
 
-def evaluate_probs(probs, targets, weights=None, n_bins: int = 10) -> dict:
+def evaluate_probs(probs, targets, weights=None, n_bins: int = 10, scores=None) -> dict:
     """AUC, accuracy and Brier against the human majority (tied pairs left out), Brier and
-    log loss against the soft score-A, and the ECE (against score-A)."""
+    log loss against the soft score-A, and the ECE (against score-A).
+
+    ``scores``: what the AUC ranks by, when not the probabilities: the log-odds. A proxy's
+    P(same) saturates at exactly 1.0 for log-odds beyond ~17 (float32) or ~37 (float64),
+    and tied scores rank nothing (a prior read 97 % of a round's outputs as 1.0: AUC 0.5)."""
     p, t = _arr(probs), _arr(targets)
+    rank = p if scores is None else _arr(scores)
     w = _weights(weights, len(p))
     m = majority_mask(t)
     lab = (t > 0.5).astype(np.float64)
     return {
         "n": int(len(p)),
         "n_majority": int(m.sum()),
-        "auc": roc_auc(p[m], lab[m], w[m]),
-        "auc_ci95": auc_interval(p[m], lab[m], w[m]),
+        "auc": roc_auc(rank[m], lab[m], w[m]),
+        "auc_ci95": auc_interval(rank[m], lab[m], w[m]),
         "accuracy": accuracy(p[m], lab[m], w[m]),
         "brier": brier(p[m], lab[m], w[m]),
         "brier_soft": brier(p, t, w),

@@ -33,10 +33,14 @@ def expected_information(p: np.ndarray) -> np.ndarray:
 
 
 def order_pairs(
-    p: np.ndarray | None, n: int, *, method: str, seed: int = 0
+    p: np.ndarray | None, n: int, *, method: str, seed: int = 0,
+    logits: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of ``n`` candidates in the order people should see them: by expected
-    information, highest first (ties by index: stable), or a seeded uniform permutation."""
+    information, highest first, or a seeded uniform permutation. Ties (every pair a
+    saturated proxy reads as P = 1.0 has zero information) go by the versions' mean
+    |log-odds| when ``logits`` (same shape as ``p``) is given, the least sure first, else
+    by index."""
     if method == "uniform":
         return np.random.default_rng(seed).permutation(n)
     if method != "active":
@@ -46,4 +50,9 @@ def order_pairs(
     info = expected_information(p)
     if info.shape[0] != n:
         raise ValueError(f"{info.shape[0]} predictions for {n} candidates")
-    return np.argsort(-info, kind="stable")
+    if logits is None:
+        return np.argsort(-info, kind="stable")
+    sureness = np.abs(np.atleast_2d(np.asarray(logits, dtype=np.float64))).mean(axis=0)
+    if sureness.shape[0] != n:
+        raise ValueError(f"{sureness.shape[0]} log-odds for {n} candidates")
+    return np.lexsort((np.arange(n), sureness, -info))

@@ -149,8 +149,9 @@ def _evaluate(model: HumanProxy, bank: ImageBank, t, calibrated: bool) -> dict:
         z = model.score_bank(bank, ia, ib, branch=branch, logits=True)
         if calibrated:
             z = model.calibrate_logit(z, branch)
-        p = torch.sigmoid(z).double().numpy()
-        m = evaluate_probs(p, y.double().numpy(), w.double().numpy())
+        z = z.double()
+        p = torch.sigmoid(z).numpy()
+        m = evaluate_probs(p, y.double().numpy(), w.double().numpy(), scores=z.numpy())
         out[branch] = m
     return out
 
@@ -282,18 +283,23 @@ def evaluate_proxy(
 ) -> dict:
     """Calibrated metrics of ``model`` on ``pairs`` (e.g. held-out human labels for the
     promotion gate): AUC, accuracy, Brier vs the majority, Brier/log loss vs score-A, ECE,
-    the reliability table, and the per-pair probabilities keyed by ``pair_id``."""
+    the reliability table, and the per-pair probabilities and calibrated log-odds keyed by
+    ``pair_id`` (``probs``, ``logits``)."""
     was_training = model.training
     model.eval()
     try:
         ia, ib = bank.indices(pairs)
-        p = model.score_bank(bank, ia, ib, branch=branch).double().numpy()
+        z = model.score_bank(bank, ia, ib, branch=branch, logits=True)
+        z = model.calibrate_logit(z, branch).double()
     finally:
         model.train(was_training)
+    p, z = torch.sigmoid(z).numpy(), z.numpy()
     t, w = pairs.targets(), pairs.weights()
-    out = evaluate_probs(p, t, w)
+    out = evaluate_probs(p, t, w, scores=z)  # AUC ranks by log-odds: no ties at P = 1.0
     out["reliability"] = reliability(p, t, w).to_dict()
-    out["probs"] = {q.pair_id or f"{q.a}|{q.b}": float(v) for q, v in zip(pairs, p, strict=True)}
+    keys = [q.pair_id or f"{q.a}|{q.b}" for q in pairs]
+    out["probs"] = {k: float(v) for k, v in zip(keys, p, strict=True)}
+    out["logits"] = {k: float(v) for k, v in zip(keys, z, strict=True)}
     return json_safe(out)
 
 

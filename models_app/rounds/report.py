@@ -21,15 +21,18 @@ from . import selectors
 from .models import Round
 
 
-def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray) -> dict[str, Any]:
-    """AUC of the proxy's P(same) against the crowd's verdict (label score-A ≥ 0.5) and the
-    Brier score against the crowd's score-A, over pairs both scored; plus how often the
-    proxy's verdict (P ≥ 0.5) agrees with the crowd's."""
+def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray, logits: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """AUC of the proxy against the crowd's verdict (label score-A ≥ 0.5), ranked by its
+    log-odds when given (P(same) saturates at 1.0: ties), and the Brier score of P against
+    the crowd's score-A, over pairs both scored; plus how often the proxy's verdict
+    (P ≥ 0.5) agrees with the crowd's."""
     ok = ~(np.isnan(p) | np.isnan(crowd))
     if not ok.any():
         return {"n": 0, "auc": None, "brier": None, "agreement": None}
     pp, cc = p[ok], crowd[ok]
-    auc = roc_auc(pp, cc >= 0.5)  # NaN when the crowd gave one answer only
+    rank = pp if logits is None else np.where(np.isnan(logits[ok]), pp, logits[ok])
+    auc = roc_auc(rank, cc >= 0.5)  # NaN when the crowd gave one answer only
     return {
         "n": int(ok.sum()),
         "auc": None if np.isnan(auc) else round(auc, 4),
@@ -50,18 +53,24 @@ def _image_change(src: FaceImage, out: FaceImage) -> tuple[float, float]:
 
 
 def build_report(rnd: Round) -> dict[str, Any]:
-    from .scoring import proxy_scores
+    from .scoring import expit, proxy_logits
 
     pairs = selectors.round_pairs(rnd)
     state_pairs = rnd.state.get("pairs", {})
     crowd = np.array([np.nan if r["crowd_score_a"] is None else r["crowd_score_a"] for r in pairs])
-    before = np.array([
-        np.nan if (state_pairs.get(str(r["pair"])) or {}).get("p_before") is None
-        else state_pairs[str(r["pair"])]["p_before"] for r in pairs
-    ])
+
+    def stored(key: str) -> np.ndarray:
+        return np.array([
+            np.nan if (state_pairs.get(str(r["pair"])) or {}).get(key) is None
+            else state_pairs[str(r["pair"])][key] for r in pairs
+        ], dtype=np.float64)
+
+    # A round made before log-odds were kept ranks by P (its logit_before are NaN).
+    before, before_z = stored("p_before"), stored("logit_before")
     version = rnd.model_version
-    after = (proxy_scores(version, [(r["source"], r["image"]) for r in pairs])
-             if version is not None and pairs else np.full(len(pairs), np.nan))
+    after_z = (proxy_logits(version, [(r["source"], r["image"]) for r in pairs])
+               if version is not None and pairs else np.full(len(pairs), np.nan))
+    after = expit(after_z)
     final = np.array([r["final"] for r in pairs], dtype=bool)
     jobs = list(DeidJob.objects.filter(batch_id=rnd.batch_id))
     tau_a = float(rnd.config["job_params"].get("tau_a", 0.3))
@@ -108,12 +117,12 @@ def build_report(rnd: Round) -> dict[str, Any]:
             "judgments_per_s": (crowd_info or {}).get("judgments_per_s"),
         },
         "proxy_before": {"version": rnd.proxy_before.number if rnd.proxy_before else None,
-                         "all_pairs": proxy_vs_crowd(before, crowd),
-                         "outputs": proxy_vs_crowd(before[final], crowd[final])},
+                         "all_pairs": proxy_vs_crowd(before, crowd, before_z),
+                         "outputs": proxy_vs_crowd(before[final], crowd[final], before_z[final])},
         "proxy_after": {"version": version.number if version else None,
                         "status": version.status if version else None,
-                        "all_pairs": proxy_vs_crowd(after, crowd),
-                        "outputs": proxy_vs_crowd(after[final], crowd[final])},
+                        "all_pairs": proxy_vs_crowd(after, crowd, after_z),
+                        "outputs": proxy_vs_crowd(after[final], crowd[final], after_z[final])},
         "gate": gate,
         "success": {
             "tau_a": tau_a, "tau_b": tau_b,

@@ -16,6 +16,20 @@ def proxy_scores(version: ModelVersion, pairs: Sequence[tuple[str, str]],
                  batch: int = 32) -> np.ndarray:
     """P(same) under ``version`` for each (source id, image id); NaN where an image has no
     face context (an output whose face was lost)."""
+    return expit(proxy_logits(version, pairs, batch))
+
+
+def expit(z: np.ndarray) -> np.ndarray:
+    """P from log-odds in float64 (NaN stays NaN)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def proxy_logits(version: ModelVersion, pairs: Sequence[tuple[str, str]],
+                 batch: int = 32) -> np.ndarray:
+    """The calibrated log-odds of "same" under ``version`` for each (source id, image id);
+    NaN where an image has no face context. Rank by these, not by P: a prior's P(same) is
+    exactly 1.0 on most outputs (log-odds in the tens or hundreds), and ties rank nothing."""
     import torch  # the network: only where a round scores pairs
 
     from models_app.deid.score_a import HumanProxyScorer
@@ -44,5 +58,5 @@ def proxy_scores(version: ModelVersion, pairs: Sequence[tuple[str, str]],
         xa = torch.stack([source(pairs[k][0]) for k in chunk]).to(device)
         xb = torch.stack([context_to_tensor(context_of(images[pairs[k][1]])) for k in chunk]).to(device)
         with torch.no_grad():
-            out[chunk] = scorer(xa, xb).detach().cpu().numpy().astype(np.float64)
+            out[chunk] = scorer.logit(xa, xb).detach().cpu().numpy().astype(np.float64)
     return out

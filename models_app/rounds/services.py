@@ -306,18 +306,20 @@ def _stage_campaign(rnd: Round, owner: str) -> bool:
     from models_app.proxy.sampling import expected_information, order_pairs
     from ratings.services.gold import add_gold_pairs
 
-    from .scoring import proxy_scores
+    from .scoring import expit, proxy_logits
 
     cfg = rnd.config
     candidates = selectors.pair_candidates(rnd)
     keys = [(c["source"], c["image"]) for c in candidates]
     t0 = time.perf_counter()
     versions = _versions_for_sampling(rnd)
-    p = [proxy_scores(v, keys) for v in versions]
+    z = [proxy_logits(v, keys) for v in versions]
+    p = [expit(zz) for zz in z]
     # A candidate a version could not score (no face context) counts as fully uncertain.
     p_matrix = np.nan_to_num(np.array(p), nan=0.5) if p else None
+    z_matrix = np.nan_to_num(np.array(z), nan=0.0) if z else None
     order = order_pairs(p_matrix, len(candidates), method=cfg["sampling"],
-                        seed=cfg["seed"] + rnd.number)
+                        seed=cfg["seed"] + rnd.number, logits=z_matrix)
     info = expected_information(p_matrix) if p_matrix is not None else None
     finals = [i for i in order if candidates[i]["rung"] == "final"]
     rungs = [i for i in order if candidates[i]["rung"] != "final"]
@@ -362,6 +364,7 @@ def _stage_campaign(rnd: Round, owner: str) -> bool:
             by_pair[str(pair.pk)] = {
                 "rung": candidates[i]["rung"],
                 "p_before": None if not p or np.isnan(p[0][i]) else float(p[0][i]),
+                "logit_before": None if not z or np.isnan(z[0][i]) else float(z[0][i]),
                 "information": None if info is None else float(info[i]),
             }
         rnd.campaign = campaign

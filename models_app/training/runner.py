@@ -50,11 +50,13 @@ def _history_saver(run: TrainingRun):
 
 
 def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | None, dict]:
-    """Held-out metrics, the reliability diagram (``png``) and the per-pair probabilities."""
+    """Held-out metrics, the reliability diagram (``png``) and the per-pair probabilities
+    and log-odds (``{"probs": …, "logits": …}``)."""
     from models_app.proxy.train import evaluate_proxy
 
     metrics = evaluate_proxy(model, bank, table)
     probs = metrics.pop("probs")
+    per_pair = {"probs": probs, "logits": metrics.pop("logits")}
     diagram = None
     human = [r for r in judgments if r[0] in probs]
     if human:
@@ -65,7 +67,7 @@ def _evaluate(model, bank, table, judgments, png: bool) -> tuple[dict, bytes | N
         metrics["human"] = {k: v for k, v in report.items() if k != "reliability"}
     elif png:
         diagram = reliability_diagram_png(list(probs.values()), table.targets())
-    return metrics, diagram, probs
+    return metrics, diagram, per_pair
 
 
 def execute_training_run(run_id: str) -> dict:
@@ -169,8 +171,10 @@ def execute_training_run(run_id: str) -> dict:
             # out (a round holds out ~3 subjects): only a difference beyond chance rejects.
             ids = [q.pair_id or f"{q.a}|{q.b}" for q in held_out]  # evaluate_proxy's keys
             intervals = paired_difference_intervals(
-                [cand_p[i] for i in ids], [inc_p[i] for i in ids], held_out.targets(),
-                held_out.weights(), seed=int(cfg["seed"]),
+                [cand_p["probs"][i] for i in ids], [inc_p["probs"][i] for i in ids],
+                held_out.targets(), held_out.weights(), seed=int(cfg["seed"]),
+                candidate_scores=[cand_p["logits"][i] for i in ids],
+                reference_scores=[inc_p["logits"][i] for i in ids],
             )
     battery = battery_for_model(result.model)
     owned(run).update(heartbeat=timezone.now())

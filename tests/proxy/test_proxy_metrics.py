@@ -133,3 +133,13 @@ def test_paired_intervals_reject_only_a_difference_beyond_chance():
     # One class only: no AUC interval, so AUC keeps the point rule.
     one = metrics.paired_difference_intervals([0.2, 0.3], [0.4, 0.5], [1.0, 1.0])
     assert one["auc"] is None and one["brier"] is not None
+
+
+def test_auc_ranks_by_log_odds_when_probabilities_saturate():
+    y = np.array([1.0, 1.0, 0.0, 0.0])
+    z = np.array([120.0, 90.0, 60.0, 45.0])  # all P = 1.0 in float64
+    p = 1.0 / (1.0 + np.exp(-z))
+    assert metrics.evaluate_probs(p, y)["auc"] == 0.5
+    assert metrics.evaluate_probs(p, y, scores=z)["auc"] == 1.0
+    iv = metrics.paired_difference_intervals(p, p, y, candidate_scores=z, reference_scores=-z)
+    assert iv["auc"] == (1.0, 1.0)  # ranked by the log-odds: perfect against reversed

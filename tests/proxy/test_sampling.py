@@ -41,3 +41,15 @@ def test_order_refuses_what_it_cannot_do():
         order_pairs(None, 3, method="active")
     with pytest.raises(ValueError, match="2 predictions for 3"):
         order_pairs(np.array([[0.1, 0.2]]), 3, method="active")
+
+
+def test_saturated_proxy_ties_go_to_the_least_sure_log_odds():
+    """A prior reads most outputs as P = 1.0 exactly (zero information each): the order
+    among them follows the log-odds, the least sure first, instead of the index."""
+    z = np.array([[90.0, 40.0, 0.3, 250.0, 30.0]])
+    p = 1.0 / (1.0 + np.exp(-z))
+    assert (p[0, [0, 1, 3]] == 1.0).all()  # saturated in float64 (the entropy clips the rest)
+    assert list(order_pairs(p, 5, method="active")) == [2, 0, 1, 3, 4]  # ties by index
+    assert list(order_pairs(p, 5, method="active", logits=z)) == [2, 4, 1, 0, 3]
+    with pytest.raises(ValueError, match="log-odds for 5"):
+        order_pairs(p, 5, method="active", logits=z[:, :3])

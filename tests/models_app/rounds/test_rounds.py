@@ -212,6 +212,11 @@ def test_proxy_vs_crowd_scores_auc_brier_and_agreement():
     one_answer = proxy_vs_crowd(np.array([0.5, 0.5]), np.array([0.9, 0.8]))
     assert one_answer["auc"] is None and one_answer["n"] == 2  # AUC needs both answers
     assert proxy_vs_crowd(np.array([np.nan]), np.array([0.5]))["n"] == 0
+    # Saturated P ties and ranks nothing; the log-odds still rank the pairs.
+    sat = np.array([1.0, 1.0, 1.0, 1.0, 0.5])
+    assert proxy_vs_crowd(sat, crowd)["auc"] == 0.5
+    z = np.array([80.0, 95.0, 40.0, 30.0, 0.0])
+    assert proxy_vs_crowd(sat, crowd, z)["auc"] == 1.0
 
 
 def test_the_beat_task_advances_every_running_round_but_not_finished_ones(round_in_labels):
