@@ -6,19 +6,17 @@ the photo); :func:`score_saved_output` is the honest final score-B of the saved 
 
 from __future__ import annotations
 
-import hashlib
 import io
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from models_app.vision import cfru as cfru_mod
 from models_app.vision import faces
+from models_app.vision.memo import ImageLru, image_key
 
 from .composite import composite
 from .eot import to_uint8
@@ -28,58 +26,17 @@ from .state import DeidSource
 # The final score-B is always the dlib runtime's on the saved file.
 FINAL_ENSEMBLE: dict[str, Any] = {"cfrus": [cfru_mod.DLIB_RUNTIME], "aggregation": "min_similarity"}
 
-T = TypeVar("T")
-
-
-class _ImageMemo:
-    """A small LRU of a deterministic function of an image, keyed by the image's bytes.
-
-    The confirmation is most of what a judged face costs (the dlib runtime's embeddings and
-    a fresh detection), and the same images come back: the source chip at every candidate
-    check of its face, and the confirmed candidate's photo again as the saved PNG (lossless,
-    so the decoded file equals it byte for byte). Equal bytes give equal results, so a hit
-    changes nothing but the time."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def key(arr: np.ndarray, *extra: Any) -> tuple:
-        a = np.ascontiguousarray(arr)
-        return (a.shape, a.dtype.str, hashlib.blake2b(a.data, digest_size=16).digest(), *extra)
-
-    def get(self, key: tuple, compute: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-            self.misses += 1
-        value = compute()  # outside the lock: another thread may compute it too, harmlessly
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
-
-
+# The confirmation is most of what a judged face costs (a fresh detection, the dlib
+# runtime's embeddings), and its images come back: the source chip at every candidate check
+# of its face, the confirmed photo again as the saved PNG (lossless: the same bytes).
 # Photos ~190 KB and chips 67 KB each: a few MB at most.
-_FRESH_FACES = _ImageMemo(16)
-_EMBEDDINGS = _ImageMemo(256)
+_FRESH_FACES = ImageLru(16)
+_EMBEDDINGS = ImageLru(256)
 
 
 def fresh_face(photo: np.ndarray) -> faces.DetectedFace | None:
     """:func:`faces.detect_and_align` of a photo with the default settings, memoised."""
-    return _FRESH_FACES.get(_ImageMemo.key(photo), lambda: faces.detect_and_align(photo))
+    return _FRESH_FACES.get(image_key(photo), lambda: faces.detect_and_align(photo))
 
 
 def final_score_b(
@@ -88,7 +45,7 @@ def final_score_b(
     """``ens.score_b`` with each chip's embeddings memoised (per CFRU of the ensemble)."""
 
     def embed(chip: np.ndarray) -> dict[str, np.ndarray]:
-        return _EMBEDDINGS.get(_ImageMemo.key(chip, ens.names), lambda: ens.embed(chip))
+        return _EMBEDDINGS.get(image_key(chip, ens.names), lambda: ens.embed(chip))
 
     return ens.score_embeddings(embed(source_chip), embed(output_chip))[0]
 

@@ -11,16 +11,13 @@ what an observer sees: people ignore such changes when they judge identity.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
 from models_app.vision import faces
 from models_app.vision.battery import LUMA  # the one channel used
+from models_app.vision.memo import ImageLru
 
 # Where LFW's (deep-funnelled) photos put the face, as fractions of width and height: the
 # median dlib box and 5 landmarks over 101 photos. Used only when the observer's own
@@ -67,37 +64,9 @@ class Geometry:
     detected: bool  # False: the fallback (no face found)
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Lru:
-    """A small thread-safe LRU keyed by image digest: a rater's source photo is judged
-    against many outputs, and face detection is most of an observer's time."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._d: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key, make: Callable[[], V]) -> V:
-        with self._lock:
-            if key in self._d:
-                self._d.move_to_end(key)
-                return self._d[key]
-        value = make()
-        with self._lock:
-            self._d[key] = value
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
-
-
-_GEOMETRY = _Lru(1024)
+# A rater's source photo is judged against many outputs, and face detection is most of an
+# observer's time.
+_GEOMETRY = ImageLru(1024)
 
 
 def digest(arr: np.ndarray) -> bytes:
