@@ -326,6 +326,10 @@ def _round_row(rnd, seconds: float) -> dict[str, Any]:
         "ssim_successes": rep["success"]["ssim_mean"], "mac_successes": rep["success"]["mac_mean"],
         "natural_share": rep["success"].get("natural_share"),
         "natural_share_successes": rep["success"].get("natural_share_successes"),
+        # What this crowd does with two genuinely different people (gold pairs): the most
+        # crowd-judged success an output that looks like someone else can reach.
+        "ceiling_majority_different": ((rep["success"].get("ceiling") or {})
+                                       .get("gold_different") or {}).get("majority_different_rate"),
         "stage_seconds": {k: v.get("seconds") for k, v in rnd.stage_times.items()},
         "seconds": round(seconds, 1),
     }
@@ -632,6 +636,7 @@ def main() -> None:
     summary = {
         s["observer"]: {
             "success_by_round": [r["success_rate"] for r in s["rounds"]],
+            "ceiling_by_round": [r.get("ceiling_majority_different") for r in s["rounds"]],
             "proxy_auc_before_by_round": [r["proxy_auc_before"] for r in s["rounds"]],
             "belief_gap_by_round": [r["belief_gap"] for r in s["rounds"]],
             "last_success_ge_0.8": (s["rounds"][-1]["success_rate"] or 0) >= 0.8,

@@ -50,8 +50,7 @@ def main() -> None:
     first = confirm.score_saved_output(src.chip, data)  # loads the models
     uncached, cached = [], []
     for _ in range(args.reps):
-        confirm._FRESH_FACES.clear()
-        confirm._EMBEDDINGS.clear()
+        confirm.clear_memo()
         t0 = time.process_time()
         a = confirm.score_saved_output(src.chip, data)
         uncached.append(time.process_time() - t0)

@@ -223,9 +223,13 @@ def benchmark_faces(lfw: Path, n: int, subjects: set[str]) -> list[tuple[str, De
     return out
 
 
-def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path) -> dict:
+def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path,
+                  cfg: DeidConfig | None = None) -> dict:
     """Give every benchmark source its donor: the nearest (pose, size, light, skin tone) of
-    a pool of the first photos of ``n`` LFW subjects outside ``exclude`` (cached)."""
+    a pool of the first photos of ``n`` LFW subjects outside ``exclude`` (cached); with
+    ``disguise_ranges.donor_candidates`` > 1 in ``cfg``, of that many nearest the one whose
+    disguise keeps the source's identity best, as the job runner chooses."""
+    from models_app.deid.disguise import donor_identity_distances
     from models_app.deid.donors import donor_features, select_donors
 
     f = cache / f"donors_{n}.npz"
@@ -247,9 +251,16 @@ def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path) ->
                 break
         ctxs, feats = np.stack(ctxs), np.stack(feats)
         np.savez_compressed(f, ctx=ctxs, feat=feats, names=np.array(names))
+    ranges = cfg.disguise() if cfg is not None else None
+    k = ranges.donor_candidates if ranges is not None else 1
     for _, src in sources:
-        src.donor = ctxs[select_donors(donor_features(src.context, src.landmarks), feats, 1)[0]]
-    log(f"donor pool: {len(names)} photos")
+        near = select_donors(donor_features(src.context, src.landmarks), feats, k)
+        if len(near) > 1:
+            d = donor_identity_distances(src.context, [ctxs[i] for i in near], ranges,
+                                         src.change_mask(cfg.blend))
+            near = [near[int(np.argmin(d))]]
+        src.donor = ctxs[near[0]]
+    log(f"donor pool: {len(names)} photos, {k} candidate(s) per face")
     return {"pool": len(names), "source": "first photo of LFW subjects of View-2 folds 0-3"}
 
 
@@ -622,7 +633,9 @@ def main() -> None:
         # Donors: other people than the benchmark faces, and never seen by the held-out
         # proxy (its folds excluded too); the shared LFW copy holds View-2 subjects only.
         excluded = {s for f in BENCH_FOLDS + HELDOUT_FOLDS for s in folds[f].subjects}
-        donor_info = attach_donors(sources, args.lfw, args.donors, excluded, args.cache)
+        donor_info = attach_donors(sources, args.lfw, args.donors, excluded, args.cache,
+                                   DeidConfig.from_dict({**json.loads(args.config),
+                                                         "parameterisation": "disguise"}))
 
     summary: dict[str, dict] = {}
     rows_by: dict[str, dict[str, dict]] = {}

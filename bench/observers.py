@@ -98,6 +98,10 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=24, help="faces for the invariance deltas")
     ap.add_argument("--fit", action="store_true",
                     help="print the logistic (slope, intercept) fitted on all whole-photo pairs")
+    ap.add_argument("--conditions", default=",".join(HUMAN),
+                    help="comma-separated subset of whole,crop,surroundings")
+    ap.add_argument("--votes", type=int, default=7,
+                    help="judgments per pair of the simulated crowd in the ceiling figure")
     args = parse_args(ap, {"pairs_per_fold": 3, "faces": 8})
     require_lfw(args.lfw)
     names = args.observer or list(SHIPPED)
@@ -120,7 +124,7 @@ def main() -> None:
         observe = load_observer(name)
         sim = similarity_fn(name) or (lambda a, b, _o=observe: _o(a, b, rng))
         out: dict[str, object] = {}
-        for cond in HUMAN:
+        for cond in [c for c in HUMAN if c in args.conditions.split(",")]:
             t0 = time.perf_counter()
             view = {i: condition(pix[i], ovals[i], cond) for i in images}
             s = np.array([sim(view[p.a], view[p.b]) for _, p in rows])
@@ -133,12 +137,15 @@ def main() -> None:
                          "mean_p_same": {"same": round(float(p_same[same].mean()), 3),
                                          "different": round(float(p_same[~same].mean()), 3)},
                          "people_accuracy": round(humans[cond]["best_accuracy"], 4)}
+            if cond == "whole":
+                out["ceiling"] = ceiling(p_same, same, args.votes, rng)
             log(f"{name} {cond}: {out[cond]} ({secs * 1000:.0f} ms/pair incl. detection)")
             if cond == "whole" and args.fit:
                 slope, intercept = fit_logistic(s, same)
                 out["fitted"] = {"slope": round(slope, 3), "intercept": round(intercept, 3)}
                 log(f"{name}: SLOPE = {slope:.3f}, INTERCEPT = {intercept:.3f}")
-        out["invariance"] = invariances(observe, rows, pix, args.faces)
+        if args.faces > 0:
+            out["invariance"] = invariances(observe, rows, pix, args.faces)
         # A judgment as the crowd makes it: a new (uncached) pair each time.
         from ratings.observers.perception import clear_caches
 
@@ -151,6 +158,34 @@ def main() -> None:
         per[name] = out
     result["observers"] = per
     emit(result)
+
+
+def ceiling(p_same: np.ndarray, same: np.ndarray, votes: int, rng: np.random.Generator,
+            draws: int = 50) -> dict[str, float]:
+    """How often the observer, and a simulated crowd answering from it, call a pair
+    "different": on pairs of two different people this is the most any de-identified output
+    can score as a crowd success against this observer (an output that looks like a
+    genuinely different person to it, and no more); on pairs of one person it is the
+    observer's false "different" rate. The crowd is the closed loop's (bench.deid.CROWD_MIX):
+    ``votes`` raters drawn from the mix per pair, ``draws`` draws per pair."""
+    from bench.deid import CROWD_MIX
+    from ratings.simulation.profiles import TYPES
+
+    kinds, shares = list(CROWD_MIX), np.array(list(CROWD_MIX.values()))
+    majority = np.zeros(len(p_same))
+    for i, p in enumerate(p_same):
+        wins = 0
+        for _ in range(draws):
+            drawn = rng.choice(len(kinds), size=votes, p=shares / shares.sum())
+            n_same = sum(TYPES[kinds[k]].answer(float(p) if TYPES[kinds[k]].looks else None,
+                                                0, rng).same for k in drawn)
+            wins += n_same < votes / 2
+        majority[i] = wins / draws
+    return {"different_pairs_observer_says_different": round(float(np.mean(p_same[~same] < 0.5)), 4),
+            "different_pairs_crowd_majority_different": round(float(majority[~same].mean()), 4),
+            "same_pairs_observer_says_different": round(float(np.mean(p_same[same] < 0.5)), 4),
+            "same_pairs_crowd_majority_different": round(float(majority[same].mean()), 4),
+            "votes": votes}
 
 
 def invariances(observe, rows, pix, n: int) -> dict[str, dict[str, float]]:

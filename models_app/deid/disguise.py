@@ -106,6 +106,10 @@ class DisguiseRanges:
     # with the source's inner face: the presidential illusion as the spike made it (used with
     # ``blend="rectangle"``; the head blend would put the source's surroundings back).
     surroundings: str = "source"
+    # Of the pool's most natural donors (pose, size, light, skin tone), how many are tried
+    # for the one whose disguise keeps the source's identity best for the recogniser
+    # (:func:`donor_identity_distances`); 1: the most natural donor, unchecked.
+    donor_candidates: int = 1
 
     def validate(self) -> None:
         for name in ("share_gain", "inner_scale", "inner_shift_px", "inner_shape",
@@ -131,6 +135,9 @@ class DisguiseRanges:
             v = getattr(self, name)
             if not (isinstance(v, int) and 2 <= v <= 12):
                 raise ValueError(f"{name} must be an integer in [2, 12]")
+        v = self.donor_candidates
+        if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64):
+            raise ValueError("donor_candidates must be an integer in [1, 64]")
 
 
 # Scalar parameters, in theta order (the grids follow).
@@ -486,3 +493,41 @@ class DisguiseParams(Parameterisation):
 
 
 PARAMETERISATIONS["disguise"] = DisguiseParams
+
+
+@torch.no_grad()
+def donor_identity_distances(
+    source: np.ndarray,
+    donors: Sequence[np.ndarray],
+    ranges: DisguiseRanges | None = None,
+    mask: np.ndarray | None = None,
+    network: torch.nn.Module | None = None,
+) -> np.ndarray:
+    """For each candidate donor (aligned context crops, HxWx3 uint8, like ``source``): the
+    recogniser's Θ0 distance (dlib units, match threshold 0.6) between the source's chip and
+    the chip of the disguise where the loop must hold it: the donor share at its margin,
+    every other parameter at its identity, through the job's change ``mask``. A donor whose
+    jaw and hair pull the chip far from the source's identity sets the loop's guard against
+    its margin from the first step (the output then keeps neither), so the loop starts
+    from the donor that pulls least. Pure torch: the engine's own recogniser, no Django."""
+    from models_app.vision.chips import central_chip
+    from models_app.vision.dlib_resnet import get_dlib_resnet
+
+    r = ranges or DisguiseRanges()
+    k = len(donors)
+    if not k:
+        return np.zeros(0)
+    size = source.shape[0]
+    param = DisguiseParams(size, r, [source] * k, list(donors))
+    base = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)[None].float()
+    base = base.expand(k, -1, -1, -1).contiguous()
+    theta = torch.zeros(k, param.n_params)
+    share = min(max(r.margin_share, 0.5), 0.999)
+    theta[:, 0] = math.atanh(share) / max(r.share_gain, 1e-6)
+    out = param.render(base, theta)
+    if mask is not None:
+        out = torch.lerp(base, out, torch.from_numpy(mask.astype(np.float32))[None, None])
+    net = network if network is not None else get_dlib_resnet("cpu")
+    emb = net.features(central_chip(out.round()))[0]
+    src = net.features(central_chip(base[:1]))[0]
+    return (emb - src).norm(dim=1).cpu().numpy()

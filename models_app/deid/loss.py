@@ -15,7 +15,11 @@ Added (documented job parameters):
 * score-A term ``λA · softplus(logit P − logit a_target)``: pushes the proxy's P(same) below
   ``a_target`` and stops pushing once it is well below (no needless change);
 * identity guard ``λguard · relu(d0 − guard · thr)²``: a hinge that grows fast before the
-  Θ0 distance reaches the CFRU threshold, so score-B is kept with margin under EOT;
+  Θ0 distance reaches the CFRU threshold, so score-B is kept with margin under EOT. With
+  ``guard_mode="constraint"`` the guard is also a constraint: while a face's Θ0 distance is
+  past the guard point its score-A term is off, so that step only moves it back toward the
+  source's identity. (A proxy's log-odds run to the hundreds; their gradient outweighs any
+  fixed hinge weight, and score-B was traded for score-A.)
 * image prior ``λprior · prior(θ)`` from the parameterisation (0 at the identity);
 * human-side margin ``λmargin · margin(θ)`` from the parameterisation (Forbes et al., ECCV
   2024): 0 while the change is at least a margin from the identity (``disguise``: the donor
@@ -43,6 +47,9 @@ from .errors import DeidConfigError
 DEFAULT_TAP_WEIGHTS: dict[str, float] = {"stem": 0.3, "level1": 0.3, "level2": 0.2}
 
 
+GUARD_MODES = ("penalty", "constraint")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """The λs of formula A and the weights of the added terms (all ≥ 0)."""
@@ -56,6 +63,7 @@ class LossWeights:
     threshold: float = DLIB_DISTANCE_THRESHOLD  # Θ0 distance threshold of the torch CFRU
     lambda_prior: float = 0.05
     lambda_margin: float = 10.0
+    guard_mode: str = "penalty"  # "penalty": the hinge alone; "constraint": see above
 
     def validate(self) -> None:
         for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior", "lambda_margin"):
@@ -71,6 +79,9 @@ class LossWeights:
             raise DeidConfigError("a_target", f"must be in (0, 1), got {self.a_target!r}")
         if not 0.0 < self.guard <= 1.5:
             raise DeidConfigError("guard", f"must be in (0, 1.5], got {self.guard!r}")
+        if self.guard_mode not in GUARD_MODES:
+            raise DeidConfigError("guard_mode", f"must be one of {list(GUARD_MODES)}, "
+                                                f"got {self.guard_mode!r}")
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -172,7 +183,13 @@ def deid_loss(
     fa, d0, taps = formula_a(src_emb, src_taps, out_emb, out_taps, weights)
     g = guard_term(d0, weights)
     sa = score_a_term(logit_same, weights)
-    total = fa + weights.lambda_guard * g + weights.lambda_a * sa + weights.lambda_prior * prior
+    a_weight = weights.lambda_a
+    if weights.guard_mode == "constraint":
+        # Past the guard point a face's step only restores identity (a fixed gate: no
+        # gradient flows through the switch).
+        inside = (d0.detach() <= weights.guard * weights.threshold).to(sa.dtype)
+        a_weight = weights.lambda_a * inside
+    total = fa + weights.lambda_guard * g + a_weight * sa + weights.lambda_prior * prior
     if margin is not None:
         total = total + weights.lambda_margin * margin
     return LossTerms(total, fa, d0, taps, sa, g, prior, margin)

@@ -24,6 +24,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import models, transaction
@@ -183,10 +184,13 @@ def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: 
     return "both thresholds met, confirmed on the saved photo"
 
 
-def _donor_for(job: DeidJob, context, landmarks):
+def _donor_for(job: DeidJob, source, cfg):
     """The job's donor (FaceImage, context crop): the one an earlier attempt chose, while it
-    is still in the pool (a resumed job keeps its donor), else the best of the pool now.
-    Remembered in ``final_detail["donor"]`` (an opaque id: donors carry no identity)."""
+    is still in the pool (a resumed job keeps its donor), else the best of the pool now:
+    of the ``donor_candidates`` most natural donors, the one whose disguise keeps the
+    source's identity best (``donor_identity_distances``). Remembered in
+    ``final_detail["donor"]`` (an opaque id: donors carry no identity)."""
+    from models_app.deid.disguise import donor_identity_distances
     from models_app.faces.selectors import choose_donors, context_of, donor_images
 
     chosen = (job.final_detail or {}).get("donor")
@@ -194,9 +198,14 @@ def _donor_for(job: DeidJob, context, landmarks):
         img = donor_images().filter(pk=chosen).first()
         if img is not None:
             return img, context_of(img)
-    best = choose_donors(context, landmarks, k=1)
+    ranges = cfg.disguise()
+    best = choose_donors(source.context, source.landmarks, k=ranges.donor_candidates)
     if not best:
         raise RuntimeError("the donor pool is empty (import donors with --kind donor)")
+    if len(best) > 1:
+        d = donor_identity_distances(source.context, [c for _, c in best], ranges,
+                                     source.change_mask(cfg.blend))
+        best = [best[int(np.argmin(d))]]
     img, ctx = best[0]
     job.final_detail = {**(job.final_detail or {}), "donor": str(img.pk)}
     DeidJob.objects.filter(pk=job.pk).update(final_detail=job.final_detail)
@@ -271,7 +280,7 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         )
         extra: dict[str, Any] = {}
         if cfg.parameterisation == "disguise":
-            donor, source.donor = _donor_for(job, source.context, src.landmarks)
+            donor, source.donor = _donor_for(job, source, cfg)
             extra["donor"] = str(donor.pk)
         proxy = HumanProxyScorer(load_version_model(job.proxy_version))
         resume = _load_state(job)

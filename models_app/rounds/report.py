@@ -42,6 +42,41 @@ def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray, logits: np.ndarray | None =
     }
 
 
+def majority_rate(q: float, votes: int) -> float:
+    """P(a strict majority of ``votes`` independent answers says yes), each yes with
+    probability ``q`` (a tie is no majority, as the success rule counts it)."""
+    from math import comb
+
+    return float(sum(comb(votes, k) * q**k * (1 - q) ** (votes - k)
+                     for k in range(votes // 2 + 1, votes + 1)))
+
+
+def known_pairs_ceiling(votes_by_kind: dict[str, list[tuple[int, int]]],
+                        votes: int) -> dict[str, Any]:
+    """How this crowd answers pairs whose answer is known. On two different people
+    (``gold_different``) the share of "different" votes, and the chance that ``votes``
+    votes drawn at that share give a "different" majority: the most crowd-judged success an
+    output can reach by looking like a genuinely different person to this crowd, and no
+    more. Optimistic: the votes come from raters who kept passing gold. On one person
+    (``gold_same``, a jittered copy) the share of "same" votes."""
+    out: dict[str, Any] = {"votes_per_pair": votes}
+    for kind, key in (("gold_different", "different"), ("gold_same", "same")):
+        rows = votes_by_kind.get(kind) or []
+        total = sum(s + d for s, d in rows)
+        if not total:
+            out[kind] = {"pairs": len(rows), "judgments": 0}
+            continue
+        shares = [(d if key == "different" else s) / (s + d) for s, d in rows if s + d]
+        entry = {"pairs": len(rows), "judgments": total,
+                 f"{key}_vote_share": round(sum(d if key == "different" else s
+                                                 for s, d in rows) / total, 4)}
+        if key == "different":
+            entry["majority_different_rate"] = round(
+                float(np.mean([majority_rate(q, votes) for q in shares])), 4)
+        out[kind] = entry
+    return out
+
+
 def _image_change(src: FaceImage, out: FaceImage) -> tuple[float, float]:
     """SSIM and mean absolute change (grey levels) between the stored source and output."""
     from models_app.deid.metrics import mean_abs_change, ssim
@@ -140,6 +175,10 @@ def build_report(rnd: Round) -> dict[str, Any]:
             # jobs, and the successes alone): a recoloured face is no photograph.
             "natural_share": _natural_share(jobs),
             "natural_share_successes": _natural_share([v["pair"]["job"] for v in successes]),
+            # The rate above against what this crowd does with two different people.
+            "ceiling": known_pairs_ceiling(
+                selectors.known_pair_votes(campaign_id) if campaign_id else {},
+                int((rnd.config.get("campaign") or {}).get("judgments_per_pair") or 3)),
         },
         "judgments": {
             **(selectors.judgment_coverage(rnd) if campaign_id else {}),

@@ -154,6 +154,17 @@ def round_pairs(rnd: Round) -> list[dict[str, Any]]:
     return out
 
 
+def known_pair_votes(campaign_id: int) -> dict[str, list[tuple[int, int]]]:
+    """(same, different) counted votes of each gold pair, by kind (``gold_same``,
+    ``gold_different``): how the crowd answers pairs whose answer is known."""
+    out: dict[str, dict[int, list[int]]] = {Pair.Kind.GOLD_SAME: {}, Pair.Kind.GOLD_DIFFERENT: {}}
+    for pid, kind, same in label_judgments(campaign_id).filter(
+        pair__kind__in=list(out)
+    ).values_list("pair_id", "pair__kind", "same"):
+        out[kind].setdefault(pid, [0, 0])[0 if same else 1] += 1
+    return {str(k): [tuple(v) for _, v in sorted(d.items())] for k, d in out.items()}
+
+
 def simulated_judgments(campaign_id: int) -> int:
     return Judgment.objects.filter(campaign_id=campaign_id, rater__simulated=True).count()
 

@@ -48,6 +48,7 @@ def test_round_page_has_report_plot_stage_times_and_links(staff_client, world):
     html = staff_client.get(reverse("dashboard:round", args=[rnd.pk])).content.decode()
     assert 'aria-label="round report"' in html
     assert "50 %" in html  # success rate
+    assert "ceiling (gold different)" in html and "62 %" in html  # beside what bounds it
     assert "Simulated crowd" in html  # a simulation's figures are labelled as such
     assert f"{reverse('dashboard:jobs')}?round={rnd.pk}" in html
     assert reverse("dashboard:campaign", args=[world.campaign.pk]) in html

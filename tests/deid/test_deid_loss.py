@@ -56,6 +56,26 @@ def test_score_a_term_pushes_down_until_below_target():
     assert (t[:-1] > t[1:]).all() and float(t[-1]) < 0.05
 
 
+def test_constraint_guard_turns_the_score_a_push_off_past_the_guard_point():
+    # Face 0 sits inside the guard (Θ0 distance 0.1), face 1 past it (0.5 > 0.75 x 0.6).
+    se = torch.zeros(2, 128)
+    oe = torch.zeros(2, 128)
+    oe[0, 0], oe[1, 0] = 0.1, 0.5
+    taps = {"stem": torch.ones(2, 4)}
+    grads = {}
+    for mode in ("penalty", "constraint"):
+        logit = torch.tensor([50.0, 50.0], requires_grad=True)
+        emb = oe.clone().requires_grad_(True)
+        w = LossWeights(lambda_taps={}, guard_mode=mode)
+        deid_loss(se, taps, emb, taps, logit, torch.zeros(2), w).total.sum().backward()
+        grads[mode] = (logit.grad.clone(), emb.grad[:, 0].clone())
+    # The penalty pushes score-A down on both faces; the constraint only inside the guard.
+    assert (grads["penalty"][0] > 0.99).all()
+    assert float(grads["constraint"][0][0]) > 0.99 and float(grads["constraint"][0][1]) == 0.0
+    # The guard and formula A still pull face 1 back toward the source in both modes.
+    assert float(grads["constraint"][1][1]) > float(grads["constraint"][1][0]) > 0
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [
@@ -70,6 +90,7 @@ def test_score_a_term_pushes_down_until_below_target():
         ({"mode": "sideways"}, "mode"),
         ({"max_iterations": 0}, "max_iterations"),
         ({"lr": -1.0}, "lr"),
+        ({"loss": LossWeights(guard_mode="soft")}, "guard_mode"),
     ],
 )
 def test_invalid_parameters_name_the_field(kwargs, field):

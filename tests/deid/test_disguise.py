@@ -214,6 +214,24 @@ def test_donor_selection_prefers_similar_pose_light_and_skin(portrait_source):
     assert select_donors(f, feats[:0], k=2) == []
 
 
+def test_donor_identity_distances_rank_donors_by_what_the_recogniser_keeps(portrait_source):
+    from models_app.deid.disguise import donor_identity_distances
+    from models_app.vision.battery import negate
+
+    s = portrait_source
+    ctx = s.context
+    pool = [negate(ctx), brightness(ctx, 0.95), _donor(ctx)]
+    d = donor_identity_distances(ctx, pool, DisguiseRanges(surroundings="donor"),
+                                 s.change_mask("rectangle"))
+    assert d.shape == (3,) and np.isfinite(d).all()
+    # The source's own crop as a donor keeps its identity; a negative one does not.
+    assert d[1] < 0.2 < d[0] and int(np.argmin(d)) == 1
+    assert donor_identity_distances(ctx, []).shape == (0,)
+    for bad in (0, 65, 2.5, True):
+        with pytest.raises(ValueError, match="donor_candidates"):
+            DisguiseRanges(donor_candidates=bad).validate()
+
+
 def test_disguise_runs_in_the_loop(portrait_source, tiny_cfru):
     from tests.deid.test_deid_loop import AppearanceStandIn
 

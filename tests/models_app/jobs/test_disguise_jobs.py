@@ -57,7 +57,9 @@ def test_disguise_job_runs_on_the_worker(staff_client, settings, celery_worker_p
     promote_untrained_proxy()
     donors = {str(d.pk) for d in _donors(lfw_dir)}
     src = ingest_image(face_jpeg, subject=get_or_create_subject("subject-1")).image
-    r = _post(staff_client, {"image": str(src.pk), "params": FAST})
+    # Of the 3 donors, the one whose disguise keeps the source's identity best.
+    params = {**FAST, "disguise_ranges": {"donor_candidates": 3}}
+    r = _post(staff_client, {"image": str(src.pk), "params": params})
     assert r.status_code == 201, r.content
     job_id = r.json()["id"]
 
@@ -69,6 +71,18 @@ def test_disguise_job_runs_on_the_worker(staff_client, settings, celery_worker_p
     assert job.status in ("succeeded", "finished"), job.error
     detail = job.final_detail
     assert detail["donor"] in donors  # an opaque donor id, no identity
+    from models_app.deid import DeidSource
+    from models_app.deid.disguise import DisguiseRanges, donor_identity_distances
+    from models_app.faces.selectors import choose_donors, load_rgb_array
+    from models_app.vision import faces
+
+    photo = load_rgb_array(src)
+    source = DeidSource(faces.context_crop(photo, src.box, src.landmarks), photo,
+                        tuple(src.box), [tuple(p) for p in src.landmarks])
+    cands = choose_donors(source.context, source.landmarks, k=3)
+    d = donor_identity_distances(source.context, [c for _, c in cands], DisguiseRanges(),
+                                 source.change_mask("head"))
+    assert len(cands) == 3 and detail["donor"] == str(cands[int(d.argmin())][0].pk)
     assert set(detail["naturalness"]) >= {"a_mean", "b_mean", "l_spread", "natural"}
     seam = detail["seam"]
     assert seam["blend"] == "head" and seam["passes"] is True

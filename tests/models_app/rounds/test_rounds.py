@@ -102,6 +102,14 @@ def test_one_round_end_to_end_with_worker_server_and_simulated_crowd(
     assert rep["proxy_after"]["all_pairs"]["n"] == rep["crowd"]["pairs_labelled"] > 0
     assert 0.0 <= rep["success"]["rate"] <= 1.0 and rep["jobs"] == 4
     assert 0.0 <= rep["success"]["natural_share"] <= 1.0  # every output has its figure
+    # The ceiling: how this crowd answered the known-different gold pairs.
+    known = Judgment.objects.filter(campaign=camp, pair__kind="gold_different",
+                                    rater__blocked=False)
+    ceiling = rep["success"]["ceiling"]["gold_different"]
+    assert ceiling["pairs"] == 2 and ceiling["judgments"] == known.count() > 0
+    assert ceiling["different_vote_share"] == round(
+        known.filter(same=False).count() / known.count(), 4)
+    assert 0.0 <= ceiling["majority_different_rate"] <= 1.0
     assert rep["judgments"]["all"] == judgments.count() == rep["judgments"]["simulated"]
     assert set(rep["stage_seconds"]) == {"jobs", "campaign", "judgments", "labels", "training"}
     assert all(v >= 0 for v in rep["stage_seconds"].values())
@@ -196,6 +204,21 @@ def test_run_rounds_cli_errors_exit_non_zero(db):
         call_command("run_rounds", resume="no-such-series")
     with pytest.raises(CommandError, match="proxy"):
         call_command("run_rounds", faces=2)  # no promoted proxy
+
+
+def test_known_pairs_ceiling_is_the_majority_chance_of_the_different_vote_share():
+    from models_app.rounds.report import known_pairs_ceiling, majority_rate
+
+    assert majority_rate(1.0, 7) == 1.0 and majority_rate(0.0, 7) == 0.0
+    assert abs(majority_rate(0.5, 7) - 0.5) < 1e-12
+    assert abs(majority_rate(0.5, 4) - 5 / 16) < 1e-12  # a 2-2 tie is no majority
+    assert majority_rate(0.6, 7) > 0.6 > majority_rate(0.6, 1) - 1e-12
+    c = known_pairs_ceiling({"gold_different": [(1, 3), (2, 2)], "gold_same": [(5, 1)]}, 3)
+    assert c["gold_different"]["different_vote_share"] == 0.625
+    want = (majority_rate(0.75, 3) + majority_rate(0.5, 3)) / 2
+    assert c["gold_different"]["majority_different_rate"] == round(want, 4)
+    assert c["gold_same"] == {"pairs": 1, "judgments": 6, "same_vote_share": round(5 / 6, 4)}
+    assert known_pairs_ceiling({}, 7)["gold_different"] == {"pairs": 0, "judgments": 0}
 
 
 def test_proxy_vs_crowd_scores_auc_brier_and_agreement():
