@@ -260,6 +260,10 @@ def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path,
                                          src.change_mask(cfg.blend))
             near = [near[int(np.argmin(d))]]
         src.donor = ctxs[near[0]]
+        if ranges is not None and ranges.surroundings == "donor":
+            first = sorted((lfw / "lfw-deepfunneled" / str(names[near[0]])).glob("*.jpg"))[0]
+            donor = prepare_source(load_rgb(first))
+            src.take_donor_surroundings(donor.photo, donor.box, donor.landmarks)
     log(f"donor pool: {len(names)} photos, {k} candidate(s) per face")
     return {"pool": len(names), "source": "first photo of LFW subjects of View-2 folds 0-3"}
 
@@ -340,7 +344,7 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
                 scores[f"a_{name}_saved"] = float(model(s, of))
     extra: dict = {"naturalness": naturalness(res.context)}
     if src.photo is not None and res.photo is not None:
-        extra["seam"] = seam_figure(src.photo, res.photo, src.box, src.landmarks,
+        extra["seam"] = seam_figure(src.reference_photo, res.photo, src.box, src.landmarks,
                                     blend=cfg.blend)
         if crowd:
             seed = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)

@@ -48,6 +48,34 @@ def context_affine(
     return np.linalg.solve(a, dst).T  # (2,3): [col, row] = M @ [x, y, 1]
 
 
+def aligned_backdrop(
+    donor_photo: np.ndarray,
+    donor_box: tuple[int, int, int, int] | list[int],
+    donor_landmarks: list[tuple[int, int]] | list[list[int]],
+    photo_shape: tuple[int, ...],
+    box: tuple[int, int, int, int] | list[int],
+    landmarks: list[tuple[int, int]] | list[list[int]],
+) -> np.ndarray:
+    """The donor's photo in the source photo's frame (H,W,3 uint8 of ``photo_shape``): each
+    pixel takes the donor pixel at the same place of the two aligned context crops (the
+    donor's face where the source's face is), the donor's edge pixels repeated beyond its
+    border. An output that takes the donor's surroundings is composited onto this, so no
+    rectangle of the source's own surroundings is left around the crop."""
+    h, w = photo_shape[:2]
+    m_s = np.vstack([context_affine(box, landmarks), [0.0, 0.0, 1.0]])
+    m_d = np.vstack([context_affine(donor_box, donor_landmarks), [0.0, 0.0, 1.0]])
+    t = np.linalg.inv(m_d) @ m_s  # source photo (x, y) -> donor photo (x, y)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    x = t[0, 0] * xs + t[0, 1] * ys + t[0, 2]
+    y = t[1, 0] * xs + t[1, 1] * ys + t[1, 2]
+    dh, dw = donor_photo.shape[:2]
+    grid = np.stack([x / (dw - 1) * 2 - 1, y / (dh - 1) * 2 - 1], -1).astype(np.float32)
+    img = torch.from_numpy(np.ascontiguousarray(donor_photo)).permute(2, 0, 1)[None].float()
+    out = F.grid_sample(img, torch.from_numpy(grid)[None], mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return np.clip(np.rint(out[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
+
+
 def border_mask(size: int = CONTEXT_SIZE, feather: float = 16.0) -> np.ndarray:
     """(size,size) float mask, 1 inside and fading linearly to 0 over ``feather`` px at the
     crop border, so the pasted crop has no seam where it meets the untouched photo."""

@@ -18,7 +18,6 @@ from models_app.vision import cfru as cfru_mod
 from models_app.vision import faces
 from models_app.vision.memo import ImageLru, image_key
 
-from .composite import composite
 from .eot import to_uint8
 from .score_a import ScoreAProxy
 from .state import DeidSource
@@ -70,8 +69,7 @@ def score_as_saved(
     the proxy on the fresh context crop. No face found: (1.0, 0.0)."""
     assert source.photo is not None and source.box is not None and source.landmarks is not None
     ctx = to_uint8(out[None])[0]
-    photo = composite(source.photo, ctx, source.box, source.landmarks, context_src=source.context,
-                      blend=blend)
+    photo = source.composite_output(ctx, blend)
     face = fresh_face(photo)
     if face is None:
         return 1.0, 0.0

@@ -53,7 +53,6 @@ from models_app.vision import cfru as cfru_mod
 from models_app.vision.chips import central_chip
 from models_app.vision.dlib_resnet import get_dlib_resnet
 
-from .composite import composite
 from .config import DeidConfig
 from .confirm import FINAL_ENSEMBLE, score_as_saved
 from .eot import eot_chips, eot_contexts, straight_round, to_uint8
@@ -415,10 +414,7 @@ def run_deid_batch(
     results = []
     for i, s in enumerate(sources):
         ctx = best_images[i].permute(1, 2, 0).numpy().copy()
-        photo = None
-        if s.photo is not None and s.box is not None and s.landmarks is not None:
-            photo = composite(s.photo, ctx, s.box, s.landmarks, context_src=s.context,
-                              blend=cfg.blend)
+        photo = s.composite_output(ctx, cfg.blend)
         h = history[i]
         results.append(
             DeidResult(
@@ -462,10 +458,7 @@ def _rungs(
         return []
     crossed.update(new)
     ctx = out.detach().round().to(torch.uint8).cpu().permute(1, 2, 0).numpy().copy()
-    photo = None
-    if source.photo is not None and source.box is not None and source.landmarks is not None:
-        photo = composite(source.photo, ctx, source.box, source.landmarks,
-                          context_src=source.context, blend=blend)
+    photo = source.composite_output(ctx, blend)
     return [
         Rung(face=rec.face, threshold=t, iteration=rec.iteration, score_a=rec.score_a,
              score_b=rec.score_b, context=ctx, photo=photo)

@@ -14,7 +14,7 @@ import torch
 from models_app.vision import faces
 from models_app.vision.chips import central_chip
 
-from .composite import change_mask
+from .composite import aligned_backdrop, change_mask, composite
 
 STATE_VERSION = 1
 
@@ -30,6 +30,9 @@ class DeidSource:
     # ``disguise`` only: the donor's aligned context crop (300,300,3 uint8), whose head and
     # surroundings the source's inner face is set into (models_app.deid.donors chooses it).
     donor: np.ndarray | None = None
+    # ``disguise`` with the donor's surroundings: the donor's photo in this photo's frame
+    # (:meth:`take_donor_surroundings`); outputs are composited onto it, not onto ``photo``.
+    backdrop: np.ndarray | None = None
 
     @property
     def chip(self) -> np.ndarray:
@@ -38,11 +41,46 @@ class DeidSource:
     def change_mask(self, blend: str = "rectangle") -> np.ndarray | None:
         """Where a change of the context crop survives compositing into the photo with this
         blend shape (see :func:`~.composite.change_mask`); None without a photo (nothing is
-        composited: every pixel of the crop counts)."""
+        composited: every pixel of the crop counts). With a backdrop every pixel inside the
+        photo survives: the crop's edge is the backdrop's own pixels (no feather needed)."""
         if self.photo is None or self.box is None or self.landmarks is None:
             return None
+        if self.backdrop is not None:
+            return change_mask(self.photo.shape, self.box, self.landmarks,
+                               self.context.shape[0], feather=1e-6, blend="rectangle")
         return change_mask(self.photo.shape, self.box, self.landmarks, self.context.shape[0],
                            blend=blend)
+
+    def take_donor_surroundings(
+        self, donor_photo: np.ndarray, donor_box: tuple[int, int, int, int] | list[int],
+        donor_landmarks: list[tuple[int, int]] | list[list[int]],
+    ) -> None:
+        """Set the donor's whole photo behind this face: the backdrop (the donor's photo
+        aligned into this photo's frame) and, as the donor crop, the backdrop's context crop
+        in this face's frame (so the crop and the photo around it agree pixel for pixel)."""
+        if self.photo is None or self.box is None or self.landmarks is None:
+            raise ValueError("the donor's surroundings need the source's photo")
+        self.backdrop = aligned_backdrop(donor_photo, donor_box, donor_landmarks,
+                                         self.photo.shape, self.box, self.landmarks)
+        self.donor = faces.context_crop(self.backdrop, self.box, self.landmarks)
+
+    @property
+    def reference_photo(self) -> np.ndarray | None:
+        """What an output is composited onto and its seam compared with: the backdrop when
+        there is one, else the photo."""
+        return self.backdrop if self.backdrop is not None else self.photo
+
+    def composite_output(self, ctx: np.ndarray, blend: str) -> np.ndarray | None:
+        """The output crop (300,300,3 uint8) in the full photo as it is saved; None without
+        a photo. Only the change is warped back and added: against the source crop onto the
+        photo, or (donor's surroundings) against the donor crop onto the backdrop."""
+        if self.photo is None or self.box is None or self.landmarks is None:
+            return None
+        if self.backdrop is not None:
+            return composite(self.backdrop, ctx, self.box, self.landmarks,
+                             context_src=self.donor, blend="rectangle")
+        return composite(self.photo, ctx, self.box, self.landmarks, context_src=self.context,
+                         blend=blend)
 
 
 def prepare_source(rgb: np.ndarray, upsample_steps: tuple[int, ...] = (0, 1)) -> DeidSource | None:

@@ -282,6 +282,11 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         if cfg.parameterisation == "disguise":
             donor, source.donor = _donor_for(job, source, cfg)
             extra["donor"] = str(donor.pk)
+            if cfg.disguise().surroundings == "donor":
+                # The donor's whole photo behind the output: no rectangle of the source's
+                # surroundings is left around the crop.
+                source.take_donor_surroundings(load_rgb_array(donor), tuple(donor.box),
+                                               [tuple(q) for q in donor.landmarks])
         proxy = HumanProxyScorer(load_version_model(job.proxy_version))
         resume = _load_state(job)
         if resume is None and job.iterations_done:
@@ -328,8 +333,9 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         final = score_saved_output(source.chip, data, tau_b=cfg.tau_b)
         if result.photo is not None:
             # What the blend leaves in the saved photo (the crop border and the blend's edge).
-            extra["seam"] = seam_figure(photo, result.photo, src.box, src.landmarks,
-                                        blend=cfg.blend)
+            # With the donor's surroundings, against the donor's photo it was set into.
+            extra["seam"] = seam_figure(source.reference_photo, result.photo, src.box,
+                                        src.landmarks, blend=cfg.blend)
         job = _finish(job, result, data, final, cfg, src, t0, extra)
     except Exception as exc:
         # Not left ``running``: the sweeper would re-queue it forever.

@@ -167,6 +167,40 @@ def test_donor_surroundings_take_the_donors_whole_crop(disguise_setup):
         DisguiseRanges(surroundings="elsewhere").validate()
 
 
+def test_donor_surroundings_are_composited_onto_the_donors_whole_photo(portrait_source,
+                                                                       tiny_cfru):
+    """With the donor's surroundings the saved photo is the donor's photo (aligned to the
+    source's face) with the change set in: no rectangle of the source's own surroundings."""
+    from tests.deid.test_deid_loop import AppearanceStandIn
+
+    s = portrait_source
+    donor_photo = brightness(recolour(s.photo, 25), 0.7)  # same geometry, other colours
+    src = deid.DeidSource(s.context, s.photo, s.box, s.landmarks)
+    src.take_donor_surroundings(donor_photo, s.box, s.landmarks)
+    assert np.abs(src.backdrop.astype(int) - donor_photo).mean() < 2  # same alignment
+    assert src.reference_photo is src.backdrop
+    cfg = DeidConfig(parameterisation="disguise", max_iterations=3, confirm_saved=False,
+                     ladder=(), blend="rectangle", disguise_ranges={"surroundings": "donor"})
+    res = deid.run_deid(src, AppearanceStandIn(), cfg, device="cpu", network=tiny_cfru)
+    h, w = s.photo.shape[:2]
+    for corner in ((slice(0, 10), slice(0, 10)), (slice(h - 10, h), slice(w - 10, w))):
+        out = res.photo[corner].astype(int)
+        apart = np.abs(s.photo[corner].astype(int) - donor_photo[corner]).mean()
+        assert apart > 3 and np.abs(out - donor_photo[corner]).mean() < 0.2 * apart
+    # At full donor share (the loop holds it at the margin) the crop's border shows nothing.
+    p = DisguiseParams(300, sources=[s.context], donors=[src.donor],
+                       ranges=DisguiseRanges(surroundings="donor"))
+    theta = torch.zeros(1, p.n_params)
+    theta[:, 0] = 3.0
+    ctx = p.render(_tensor(s.context), theta)[0].permute(1, 2, 0).round().clamp(0, 255)
+    ctx = ctx.to(torch.uint8).numpy()
+    photo = src.composite_output(ctx, "rectangle")
+    seam = seam_figure(src.reference_photo, photo, s.box, s.landmarks, blend="rectangle")
+    assert seam["passes"], seam
+    with pytest.raises(ValueError, match="photo"):
+        deid.DeidSource(s.context).take_donor_surroundings(donor_photo, s.box, s.landmarks)
+
+
 def test_head_blend_leaves_no_rectangle(portrait_source):
     s = portrait_source
     m = head_mask()
