@@ -429,6 +429,7 @@ def run_deid_batch(
                 records=records[i],
                 seconds=total,
                 ladder=ladders[i],
+                margin_kept=bool(best[i].get("margin_ok", True)),
             )
         )
     return results

@@ -146,6 +146,9 @@ class DeidResult:
     records: list[IterationRecord]
     seconds: float  # wall time of the run (shared by the batch)
     ladder: list[Rung] = field(default_factory=list)  # rungs crossed in this run (not before a resume)
+    # False: no record kept the parameterisation's human-side margin (disguise: the donor
+    # share), so the output is not the change people were meant to see (never a success).
+    margin_kept: bool = True
 
 
 @dataclass

@@ -168,14 +168,19 @@ def success_basis(version) -> str:
     return "proxy_trained_on_peoples_judgments"
 
 
-def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: float) -> str:
+def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: float,
+                margin_kept: bool = True) -> str:
     """Why the job stopped, in words; says when the loop met both thresholds but the saved
-    photo did not confirm it."""
+    photo did not confirm it, and when a disguise never reached its human-side margin."""
     if stop_reason != "success":
-        return {"converged": "the loss stopped improving",
-                "max_iterations": "the iteration budget ran out",
-                "single_pass": "one pass of the generator did not meet both thresholds",
-                }.get(stop_reason, stop_reason)
+        why = {"converged": "the loss stopped improving",
+               "max_iterations": "the iteration budget ran out",
+               "single_pass": "one pass of the generator did not meet both thresholds",
+               }.get(stop_reason, stop_reason)
+        if not margin_kept:
+            why += ("; the disguise never reached its human-side margin (the donor share), "
+                    "so the output is a partial mix, not the disguise")
+        return why
     if not detected:
         return "both thresholds met in the loop; no face found again in the saved photo"
     if score_b is None or score_b < tau_b:
@@ -250,7 +255,9 @@ def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: f
             "naturalness": naturalness(result.context),
             "success_basis": success_basis(job.proxy_version),
             "stop_detail": stop_detail(result.stop_reason, final.detected, final.score_b,
-                                       cfg.tau_b),
+                                       cfg.tau_b, getattr(result, "margin_kept", True)),
+            **({"margin_kept": getattr(result, "margin_kept", True)}
+               if cfg.parameterisation == "disguise" else {}),
         }
         job.finished = timezone.now()
         job.save()

@@ -279,6 +279,8 @@ def test_disguise_runs_in_the_loop(portrait_source, tiny_cfru):
     assert recs[0].change["disguise_share"] == 0.0
     assert recs[-1].change["disguise_share"] > 0.2  # the margin pulls the donor in
     assert recs[-1].loss["margin"] < recs[0].loss["margin"]
+    # Four steps do not reach the margin (share 0.95): the result says so.
+    assert max(r.change["disguise_share"] for r in recs) < 0.95 and res.margin_kept is False
     assert res.photo is not None
     seam = seam_figure(s.photo, res.photo, s.box, s.landmarks, blend="head")
     assert seam["passes"]

@@ -243,6 +243,8 @@ def test_success_basis_and_stop_detail_say_what_a_verdict_rests_on():
     assert "0.5 < τB 0.6" in runner.stop_detail("success", True, 0.5, 0.6)
     assert runner.stop_detail("success", True, 0.7, 0.6).endswith("confirmed on the saved photo")
     assert runner.stop_detail("max_iterations", True, 0.7, 0.6) == "the iteration budget ran out"
+    assert "never reached its human-side margin" in runner.stop_detail(
+        "converged", True, 0.7, 0.6, margin_kept=False)
 
 
 @pytest.mark.django_db

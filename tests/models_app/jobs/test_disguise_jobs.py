@@ -84,6 +84,8 @@ def test_disguise_job_runs_on_the_worker(staff_client, settings, celery_worker_p
                                  source.change_mask("head"))
     assert len(cands) == 3 and detail["donor"] == str(cands[int(d.argmin())][0].pk)
     assert set(detail["naturalness"]) >= {"a_mean", "b_mean", "l_spread", "natural"}
+    # Three iterations cannot reach the donor-share margin: the job says so.
+    assert detail["margin_kept"] is False and "human-side margin" in detail["stop_detail"]
     seam = detail["seam"]
     assert seam["blend"] == "head" and seam["passes"] is True
     # The margin term is in every iteration's loss terms; record 0 is the unchanged source.
