@@ -255,8 +255,8 @@ def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: f
             "naturalness": naturalness(result.context),
             "success_basis": success_basis(job.proxy_version),
             "stop_detail": stop_detail(result.stop_reason, final.detected, final.score_b,
-                                       cfg.tau_b, getattr(result, "margin_kept", True)),
-            **({"margin_kept": getattr(result, "margin_kept", True)}
+                                       cfg.tau_b, result.margin_kept),
+            **({"margin_kept": result.margin_kept}
                if cfg.parameterisation == "disguise" else {}),
         }
         job.finished = timezone.now()

@@ -45,10 +45,9 @@ def proxy_vs_crowd(p: np.ndarray, crowd: np.ndarray, logits: np.ndarray | None =
 def majority_rate(q: float, votes: int) -> float:
     """P(a strict majority of ``votes`` independent answers says yes), each yes with
     probability ``q`` (a tie is no majority, as the success rule counts it)."""
-    from math import comb
+    from scipy.stats import binom
 
-    return float(sum(comb(votes, k) * q**k * (1 - q) ** (votes - k)
-                     for k in range(votes // 2 + 1, votes + 1)))
+    return float(binom.sf(votes // 2, votes, q))
 
 
 def known_pairs_ceiling(votes_by_kind: dict[str, list[tuple[int, int]]],
