@@ -229,7 +229,7 @@ def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path,
     a pool of the first photos of ``n`` LFW subjects outside ``exclude`` (cached); with
     ``disguise_ranges.donor_candidates`` > 1 in ``cfg``, of that many nearest the one whose
     disguise keeps the source's identity best, as the job runner chooses."""
-    from models_app.deid.disguise import donor_identity_distances
+    from models_app.deid.disguise import best_donor
     from models_app.deid.donors import donor_features, select_donors
 
     f = cache / f"donors_{n}.npz"
@@ -255,10 +255,8 @@ def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path,
     k = ranges.donor_candidates if ranges is not None else 1
     for _, src in sources:
         near = select_donors(donor_features(src.context, src.landmarks), feats, k)
-        if len(near) > 1:
-            d = donor_identity_distances(src.context, [ctxs[i] for i in near], ranges,
-                                         src.change_mask(cfg.blend))
-            near = [near[int(np.argmin(d))]]
+        near = [near[best_donor(src.context, [ctxs[i] for i in near], ranges,
+                                src.change_mask(cfg.blend))]]
         src.donor = ctxs[near[0]]
         if ranges is not None and ranges.surroundings == "donor":
             first = sorted((lfw / "lfw-deepfunneled" / str(names[near[0]])).glob("*.jpg"))[0]

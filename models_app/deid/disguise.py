@@ -531,3 +531,17 @@ def donor_identity_distances(
     emb = net.features(central_chip(out.round()))[0]
     src = net.features(central_chip(base[:1]))[0]
     return (emb - src).norm(dim=1).cpu().numpy()
+
+
+def best_donor(
+    source: np.ndarray,
+    donors: Sequence[np.ndarray],
+    ranges: DisguiseRanges | None = None,
+    mask: np.ndarray | None = None,
+) -> int:
+    """Index of the candidate donor whose disguise keeps the source's identity best (the
+    smallest :func:`donor_identity_distances`); 0 when there is one candidate (no network
+    pass). The job runner and the benchmarks choose donors through this one rule."""
+    if len(donors) <= 1:
+        return 0
+    return int(np.argmin(donor_identity_distances(source, donors, ranges, mask)))

@@ -24,7 +24,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import models, transaction
@@ -190,31 +189,28 @@ def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: 
 
 
 def _donor_for(job: DeidJob, source, cfg):
-    """The job's donor (FaceImage, context crop): the one an earlier attempt chose, while it
+    """The job's donor (FaceImage, decoded photo): the one an earlier attempt chose, while it
     is still in the pool (a resumed job keeps its donor), else the best of the pool now:
     of the ``donor_candidates`` most natural donors, the one whose disguise keeps the
     source's identity best (``donor_identity_distances``). Remembered in
     ``final_detail["donor"]`` (an opaque id: donors carry no identity)."""
-    from models_app.deid.disguise import donor_identity_distances
-    from models_app.faces.selectors import choose_donors, context_of, donor_images
+    from models_app.deid.disguise import best_donor
+    from models_app.faces.selectors import choose_donors, donor_images
 
     chosen = (job.final_detail or {}).get("donor")
     if chosen:
         img = donor_images().filter(pk=chosen).first()
         if img is not None:
-            return img, context_of(img)
+            return img, load_rgb_array(img)
     ranges = cfg.disguise()
     best = choose_donors(source.context, source.landmarks, k=ranges.donor_candidates)
     if not best:
         raise RuntimeError("the donor pool is empty (import donors with --kind donor)")
-    if len(best) > 1:
-        d = donor_identity_distances(source.context, [c for _, c in best], ranges,
-                                     source.change_mask(cfg.blend))
-        best = [best[int(np.argmin(d))]]
-    img, ctx = best[0]
+    img = best[best_donor(source.context, [c for _, c in best], ranges,
+                          source.change_mask(cfg.blend))][0]
     job.final_detail = {**(job.final_detail or {}), "donor": str(img.pk)}
     DeidJob.objects.filter(pk=job.pk).update(final_detail=job.final_detail)
-    return img, ctx
+    return img, load_rgb_array(img)
 
 
 def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: float,
@@ -287,12 +283,13 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         )
         extra: dict[str, Any] = {}
         if cfg.parameterisation == "disguise":
-            donor, source.donor = _donor_for(job, source, cfg)
+            donor, donor_photo = _donor_for(job, source, cfg)  # decoded once, used twice
+            source.donor = faces.context_crop(donor_photo, donor.box, donor.landmarks)
             extra["donor"] = str(donor.pk)
             if cfg.disguise().surroundings == "donor":
                 # The donor's whole photo behind the output: no rectangle of the source's
                 # surroundings is left around the crop.
-                source.take_donor_surroundings(load_rgb_array(donor), tuple(donor.box),
+                source.take_donor_surroundings(donor_photo, tuple(donor.box),
                                                [tuple(q) for q in donor.landmarks])
         proxy = HumanProxyScorer(load_version_model(job.proxy_version))
         resume = _load_state(job)
