@@ -267,22 +267,29 @@ def attach_donors(sources, lfw: Path, n: int, exclude: set[str], cache: Path,
 
 
 def network_seconds(scorer: HumanProxyScorer, batch: int, samples: int, reps: int = 7) -> float:
-    """Median time of the network passes one iteration needs at this batch size: the CFRU
-    forward+backward on plain + EOT chips and the proxy's head forward+backward."""
+    """Median time of the network passes one iteration needs at this batch size, as the
+    loop makes them: one CFRU forward+backward on plain + EOT chips (+ the proxy's own
+    identity chips, when it has them) and the proxy's head forward+backward."""
     from models_app.vision.dlib_resnet import get_dlib_resnet
 
     net = get_dlib_resnet("cpu")
     times = []
     src = torch.rand(batch, 3, 300, 300) * 255
+    own = scorer.identity_chips(src) is not None if hasattr(scorer, "identity_chips") else False
     for _ in range(reps):
         out = (torch.rand(batch, 3, 300, 300) * 255).requires_grad_(True)
-        chips = torch.rand(batch * (1 + samples), 3, 150, 150) * 255
+        n = batch * (1 + samples)
+        chips = torch.rand(n, 3, 150, 150) * 255
         chips.requires_grad_(True)
         t0 = time.perf_counter()
-        emb, taps = net.features(chips)
-        p = scorer.logit_with_features(
-            src, out, emb[:batch], {k: v[:batch] for k, v in taps.items()}
-        )
+        if own:
+            emb, taps = net.features(torch.cat([chips, scorer.identity_chips(out)]))
+            p = scorer.logit_with_identity(src, out, emb[n:], {k: v[n:] for k, v in taps.items()})
+        else:
+            emb, taps = net.features(chips)
+            p = scorer.logit_with_features(
+                src, out, emb[:batch], {k: v[:batch] for k, v in taps.items()}
+            )
         (p.sum() + emb.sum() + sum(v.sum() for v in taps.values())).backward()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))

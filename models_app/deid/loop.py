@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -125,6 +125,67 @@ def _per_cfru(s: cfru_mod.ScoreB) -> list[dict[str, Any]]:
         {"name": r.name, "distance": r.distance, "similarity": r.similarity, "matches": r.matches}
         for r in s.per_cfru
     ]
+
+
+class Pass(NamedTuple):
+    """What one network pass over a batch of rendered outputs gives the loss and the scores."""
+
+    view: torch.Tensor  # what the proxy scored (each face's first EOT draw, or the output)
+    chips: torch.Tensor  # EOT chips (N*samples, 3, 150, 150), face-major: score-B
+    emb: torch.Tensor  # Θ0 of the EOT chips
+    taps_plain: dict[str, torch.Tensor]  # CFRU taps of the plain central chips: formula A
+    logit: torch.Tensor  # the proxy's calibrated log-odds of "same" (N,)
+
+
+def network_pass(
+    out: torch.Tensor,
+    src: torch.Tensor,
+    proxy: ScoreAProxy,
+    net: torch.nn.Module,
+    cfg: DeidConfig,
+    gen: torch.Generator,
+    *,
+    joint: bool,
+) -> Pass:
+    """One pass of the networks over rendered outputs (N,3,300,300), differentiable: EOT
+    draws, then ONE CFRU batch of [plain chips; EOT chips; the proxy's identity chips] (the
+    last only with ``joint``: the dlib network itself and a proxy with ``identity_chips``),
+    then the proxy's head. The loop and the generator's training both use it, so they score
+    the same way. Taps of the plain chip feed formula A; Θ0 of the EOT chips feeds formula A
+    and score-B; the proxy's identity branch gets the chip of the view it scores."""
+    k = out.shape[0]
+    if cfg.eot.proxy:
+        views, chips = eot_contexts(out, cfg.eot, gen)
+        view = views[:: cfg.eot.samples]  # the proxy sees each face's first EOT draw
+    else:
+        view, chips = out, eot_chips(out, cfg.eot, gen)
+    id_chips = proxy.identity_chips(view) if joint else None  # type: ignore[attr-defined]
+    batch = [central_chip(out), chips] + ([] if id_chips is None else [id_chips])
+    emb, taps = net.features(torch.cat(batch))
+    n_chips = k + chips.shape[0]  # rows of the loop's own chips; the proxy's follow
+    taps_plain = {name: v[:k] for name, v in taps.items()}
+    if id_chips is not None:
+        logit = proxy.logit_with_identity(  # type: ignore[attr-defined]
+            src, view, emb[n_chips:], {name: v[n_chips:] for name, v in taps.items()})
+    elif hasattr(proxy, "logit_with_features"):
+        if cfg.eot.proxy:
+            rows = torch.arange(k, device=emb.device) * cfg.eot.samples + k
+            v_emb, v_taps = emb[rows], {name: v[rows] for name, v in taps.items()}
+        else:
+            v_emb, v_taps = emb[:k], taps_plain
+        logit = proxy.logit_with_features(src, view, v_emb, v_taps)
+    elif hasattr(proxy, "logit"):
+        logit = proxy.logit(src, view)  # type: ignore[attr-defined]
+    else:
+        p = proxy(src, view).clamp(1e-6, 1 - 1e-6)
+        logit = torch.log(p) - torch.log1p(-p)
+    return Pass(view, chips, emb[k:n_chips], taps_plain, logit)
+
+
+def joint_pass_ok(proxy: ScoreAProxy, network: torch.nn.Module | None) -> bool:
+    """Whether the proxy's identity chips may join the CFRU batch: only with the dlib
+    network itself (a stand-in ``network`` must not stand in for the proxy's CFRU)."""
+    return network is None and hasattr(proxy, "identity_chips")
 
 
 def run_deid_batch(
@@ -243,8 +304,7 @@ def run_deid_batch(
         rendered = param.render(b, th, None if prep is None else prep[sel])
         return torch.lerp(b, rendered, mask[sel])
 
-    fused = hasattr(proxy, "logit_with_features")
-    has_logit = hasattr(proxy, "logit")
+    joint = joint_pass_ok(proxy, network)
     src_views: dict[tuple[int, ...], torch.Tensor] = {}
 
     def forward(
@@ -259,40 +319,18 @@ def run_deid_batch(
         if src is None:
             src = src_views[key] = src_ctx[sel]
         out = straight_round(apply(base[sel], th, sel))
-        k = len(idx)
-        if cfg.eot.proxy:
-            views, chips = eot_contexts(out, cfg.eot, gen)
-            view = views[:: cfg.eot.samples]  # the proxy sees each face's first EOT draw
-        else:
-            view, chips = out, eot_chips(out, cfg.eot, gen)
-        # One CFRU pass on [plain chips; EOT chips]: taps (formula A) use the plain chip, Θ0
-        # (formula A) and score-B the EOT chips, the proxy's identity branch the chip of
-        # the view it scores (the first EOT chip with ``eot.proxy``, else the plain one).
-        emb, taps = net.features(torch.cat([central_chip(out), chips]))
-        taps_plain = {name: v[:k] for name, v in taps.items()}
-        if cfg.eot.proxy:
-            rows = torch.arange(k, device=emb.device) * cfg.eot.samples + k
-            v_emb, v_taps = emb[rows], {name: v[rows] for name, v in taps.items()}
-        else:
-            v_emb, v_taps = emb[:k], taps_plain
-        if fused:
-            logit = proxy.logit_with_features(src, view, v_emb, v_taps)  # type: ignore[attr-defined]
-        elif has_logit:
-            logit = proxy.logit(src, view)  # type: ignore[attr-defined]
-        else:
-            p = proxy(src, view).clamp(1e-6, 1 - 1e-6)
-            logit = torch.log(p) - torch.log1p(-p)
+        ps = network_pass(out, src, proxy, net, cfg, gen, joint=joint)
         terms = deid_loss(
             src_emb[sel],
             {name: v[sel] for name, v in src_taps.items()},
-            emb[k:],
-            taps_plain,
-            logit,
+            ps.emb,
+            ps.taps_plain,
+            ps.logit,
             param.prior(th),
             cfg.loss,
             param.margin(th),
         )
-        return out, chips, emb[k:], torch.sigmoid(logit.detach()), terms
+        return out, ps.chips, ps.emb, torch.sigmoid(ps.logit.detach()), terms
 
     def checkpoint_fn(iteration: int) -> Callable[[], DeidState]:
         def make() -> DeidState:

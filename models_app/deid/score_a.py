@@ -25,7 +25,9 @@ class ScoreAProxy(Protocol):
 
     Optional: ``logit(src, out)`` (log-odds; used for the gradient, which P loses when it
     saturates) and ``logit_with_features(src, out, emb, taps)`` (reuses the loop's CFRU pass
-    on the output's plain chip); :class:`HumanProxyScorer` has both."""
+    on the output's plain chip), and ``identity_chips(out)`` with
+    ``logit_with_identity(src, out, emb, taps)`` (the loop adds the identity branch's own
+    chips to its CFRU batch); :class:`HumanProxyScorer` has all of them."""
 
     def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor: ...
 
@@ -81,9 +83,28 @@ class HumanProxyScorer(_LogitScorer):
         chip) given, as ``DlibResNet.features`` returns them. A proxy whose identity branch
         sees another chip (luminance, low-passed) needs its own CFRU pass (the given
         features are the plain RGB chip's)."""
-        m = self.model
-        if not m.identity_on_plain_chip:
+        if not self.model.identity_on_plain_chip:
             return self.logit(src, out)
+        return self.logit_with_identity(src, out, emb, taps)
+
+    def identity_chips(self, out: torch.Tensor) -> torch.Tensor | None:
+        """(N, 3, 150, 150): the chips of ``out`` the identity branch runs the dlib CFRU on,
+        when they are not the plain RGB central chip (None then): a caller that runs the
+        CFRU anyway adds them to its own batch and passes the features to
+        :meth:`logit_with_identity`, one batched pass instead of two."""
+        m = self.model
+        return None if m.identity_on_plain_chip else m.identity_chip(out)
+
+    def logit_with_identity(
+        self,
+        src: torch.Tensor,
+        out: torch.Tensor,
+        emb: torch.Tensor,
+        taps: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`logit` with the dlib CFRU's features of the identity branch's own chips
+        (:meth:`identity_chips`, or the plain central chip when that is None) given."""
+        m = self.model
         small = m.appearance_input(out)
         b = ImageInputs(m.identity_from_features(emb, taps), small, m.image_descriptors(out, small))
         return self._logit(self._source_inputs(src), b)
@@ -127,3 +148,25 @@ class EnsembleScorer(_LogitScorer):
         return torch.stack(
             [s.logit_with_features(src, out, emb, taps) for s in self.scorers]
         ).mean(0)
+
+    def identity_chips(self, out: torch.Tensor) -> torch.Tensor | None:
+        """Every member's identity chips, member after member (None if any member reads the
+        plain chip: :meth:`logit_with_features` serves those)."""
+        chips = [s.identity_chips(out) for s in self.scorers]
+        if any(c is None for c in chips):
+            return None
+        return torch.cat(chips)  # type: ignore[arg-type]
+
+    def logit_with_identity(
+        self,
+        src: torch.Tensor,
+        out: torch.Tensor,
+        emb: torch.Tensor,
+        taps: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        k = out.shape[0]
+        return torch.stack([
+            s.logit_with_identity(src, out, emb[i * k:(i + 1) * k],
+                                  {n: v[i * k:(i + 1) * k] for n, v in taps.items()})
+            for i, s in enumerate(self.scorers)
+        ]).mean(0)

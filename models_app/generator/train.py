@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from models_app.deid.config import DeidConfig
-from models_app.deid.eot import eot_chips, eot_contexts, straight_round, to_uint8
+from models_app.deid.eot import straight_round, to_uint8
+from models_app.deid.loop import joint_pass_ok, network_pass
 from models_app.deid.loss import LossTerms, deid_loss
 from models_app.vision import cfru as cfru_mod
 from models_app.vision.chips import central_chip
@@ -158,16 +159,6 @@ def objective(a: float, b: float, cfg: DeidConfig) -> float:
     return max(a - cfg.tau_a, 0.0) + max(cfg.tau_b - b, 0.0)
 
 
-def _proxy_logit(proxy: Any, src: torch.Tensor, view: torch.Tensor, emb: torch.Tensor,
-                 taps: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    if hasattr(proxy, "logit_with_features"):
-        return proxy.logit_with_features(src, view, emb, taps)
-    if hasattr(proxy, "logit"):
-        return proxy.logit(src, view)
-    p = proxy(src, view).clamp(1e-6, 1 - 1e-6)
-    return torch.log(p) - torch.log1p(-p)
-
-
 def batch_loss(
     model: ParamGenerator,
     ctx: torch.Tensor,
@@ -178,30 +169,19 @@ def batch_loss(
     net: torch.nn.Module,
     cfg: DeidConfig,
     gen: torch.Generator,
+    joint: bool = False,
 ) -> tuple[LossTerms, torch.Tensor]:
     """The engine's loss terms per face for one forward pass of the generator, and P(same);
-    the same passes as one iteration of the loop (``deid.loop``), with theta predicted."""
+    the same pass as one iteration of the loop (``deid.loop.network_pass``), with theta
+    predicted. ``joint``: the proxy's identity chips join the CFRU batch
+    (``deid.loop.joint_pass_ok``)."""
     theta = model(ctx)
     out = straight_round(model.render(ctx, theta, mask))
-    k = ctx.shape[0]
-    samples = cfg.eot.samples
-    if cfg.eot.proxy:
-        views, chips = eot_contexts(out, cfg.eot, gen)
-        view = views[::samples]
-    else:
-        view, chips = out, eot_chips(out, cfg.eot, gen)
-    emb, taps = net.features(torch.cat([central_chip(out), chips]))
-    taps_plain = {name: v[:k] for name, v in taps.items()}
-    if cfg.eot.proxy:
-        rows = torch.arange(k, device=emb.device) * samples + k
-        v_emb, v_taps = emb[rows], {name: v[rows] for name, v in taps.items()}
-    else:
-        v_emb, v_taps = emb[:k], taps_plain
-    logit = _proxy_logit(proxy, ctx, view, v_emb, v_taps)
+    ps = network_pass(out, ctx, proxy, net, cfg, gen, joint=joint)
     margin = model.plug.margin(theta) if hasattr(model.plug, "margin") else None
-    terms = deid_loss(src_emb, src_taps, emb[k:], taps_plain, logit, model.plug.prior(theta),
-                      cfg.loss, *(() if margin is None else (margin,)))
-    return terms, torch.sigmoid(logit.detach())
+    terms = deid_loss(src_emb, src_taps, ps.emb, ps.taps_plain, ps.logit,
+                      model.plug.prior(theta), cfg.loss, *(() if margin is None else (margin,)))
+    return terms, torch.sigmoid(ps.logit.detach())
 
 
 class _ScoreB:
@@ -475,6 +455,7 @@ def train_generator(
             terms, p_same = batch_loss(
                 model, ctx, mask, emb_all[idx].to(device),
                 {k: v[idx].to(device) for k, v in taps_all.items()}, proxy, net, cfg, gen,
+                joint=joint_pass_ok(proxy, network),
             )
             loss = terms.total.mean()  # the batch's aggregated score (claim 8)
             opt.zero_grad(set_to_none=True)

@@ -128,17 +128,21 @@ class StructureMaps:
     def pair_features(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(N, n_pair): per cell, the best match (cosine similarity of the zero-mean band
         maps under the cell's mask) of a's map with b's, over shifts of up to one sample
-        each way and b's mirror image, then |log(contrast b / contrast a)|."""
+        each way and b's mirror image, averaged with the same of b's map against a's (so
+        that P(a, b) = P(b, a)), then |log(contrast b / contrast a)|."""
         ma, mb = self._split(a), self._split(b)
         corrs, ratios = [], []
         for x, y, masks in zip(ma, mb, self.band_masks, strict=True):
             if masks is None:
                 continue
+            k = x.shape[0]
             w = masks.to(a)  # (R, n, n)
-            ex = (x * x).flatten(1) @ w.flatten(1).T  # (N, R) masked energies
-            ey = (y * y).flatten(1) @ w.flatten(1).T
-            # Both ways round, so that P(a, b) = P(b, a).
-            corrs.append((_best_match(x, y, w, ex) + _best_match(y, x, w, ey)) / 2)
+            wf = w.flatten(1)
+            ex = (x * x).flatten(1) @ wf.T  # (N, R) masked energies
+            ey = (y * y).flatten(1) @ wf.T
+            # Both directions in one batch: a against shifted b, b against shifted a.
+            corr = _best_match(torch.cat([x, y]), torch.cat([y, x]), w, torch.cat([ex, ey]))
+            corrs.append((corr[:k] + corr[k:]) / 2)
             ratios.append(0.5 * (torch.log(ey + 1e-3) - torch.log(ex + 1e-3)).abs())
         return torch.cat(corrs + ratios, dim=1)
 
@@ -146,14 +150,11 @@ class StructureMaps:
 def _best_match(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
     """(N, R): the highest masked cosine similarity of x with y shifted by up to one sample
     each way, as it is or mirrored. ``w`` (R, n, n) masks, ``ex`` x's masked energies."""
-    k, r, n = x.shape[0], w.shape[0], x.shape[-1]
-    kern = (x.unsqueeze(1) * w.unsqueeze(0)).reshape(k * r, 1, n, n)
-    best = None
-    for yy in (y, y.flip(-1)):
-        # Lagged sums as convolutions: sum w x shift(y), and the shifted copy's energy.
-        num = F.conv2d(yy.unsqueeze(0), kern, padding=1, groups=k).view(k, r, 9)
-        ey = F.conv2d((yy * yy).unsqueeze(1), w.unsqueeze(1), padding=1).view(k, r, 9)
-        # The epsilon (grey levels squared) keeps flat maps finite and near-flat ones quiet.
-        rr = (num / torch.sqrt((ex.unsqueeze(2) + 1e-2) * (ey + 1e-2))).amax(dim=2)
-        best = rr if best is None else torch.maximum(best, rr)
-    return best
+    # The 9 shifted copies of y and of its mirror image as unfold columns (zero outside):
+    # the lagged sums are then two small batched matmuls, far cheaper forward and backward
+    # on the CPU than grouped convolutions or 18 slices.
+    shifted = torch.cat([F.unfold(yy.unsqueeze(1), 3, padding=1) for yy in (y, y.flip(-1))], 1)
+    num = (x.unsqueeze(1) * w).flatten(2) @ shifted.transpose(1, 2)  # (N, R, 18)
+    ey = ((shifted * shifted) @ w.flatten(1).T).transpose(1, 2)  # (N, R, 18)
+    # The epsilon (grey levels squared) keeps flat maps finite and near-flat ones quiet.
+    return (num / torch.sqrt((ex.unsqueeze(2) + 1e-2) * (ey + 1e-2))).amax(dim=2)
