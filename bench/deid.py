@@ -347,7 +347,10 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
             if ctx_fresh is not None:
                 of = torch.from_numpy(ctx_fresh).permute(2, 0, 1)[None].float()
                 scores[f"a_{name}_saved"] = float(model(s, of))
-    extra: dict = {"naturalness": naturalness(res.context)}
+    # The source's own figure beside the output's: the reference share (by construction
+    # a few % of real LFW faces fall outside some 1st-99th percentile range).
+    extra: dict = {"naturalness": naturalness(res.context),
+                   "source_natural": bool(naturalness(src.context)["natural"])}
     if src.photo is not None and res.photo is not None:
         extra["seam"] = seam_figure(src.reference_photo, res.photo, src.box, src.landmarks,
                                     blend=cfg.blend)
@@ -420,7 +423,14 @@ def _issue13_figures(rows: list[dict], cfg: DeidConfig) -> dict:
     out: dict = {
         "natural_share": float(np.mean([r["naturalness"]["natural"] for r in rows
                                         if "naturalness" in r])),
+        # Which figure an unnatural output misses (a*, b*, L* spread), and the sources' share.
+        "natural_outside": {k: sum(k in r["naturalness"]["outside"] for r in rows
+                                   if "naturalness" in r)
+                            for k in ("a_mean", "b_mean", "l_spread")},
     }
+    if any("source_natural" in r for r in rows):
+        out["source_natural_share"] = float(np.mean([r["source_natural"] for r in rows
+                                                     if "source_natural" in r]))
     seams = [r["seam"] for r in rows if r.get("seam")]
     if seams:
         borders = [s["border"]["ratio"] for s in seams if s.get("border")]
