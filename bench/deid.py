@@ -431,6 +431,11 @@ def _issue13_figures(rows: list[dict], cfg: DeidConfig) -> dict:
     if any("source_natural" in r for r in rows):
         out["source_natural_share"] = float(np.mean([r["source_natural"] for r in rows
                                                      if "source_natural" in r]))
+        # What the method itself does: of the sources inside the range, the share whose
+        # output stays inside (a source outside it is one the output need not fix).
+        kept = [r["naturalness"]["natural"] for r in rows
+                if r.get("source_natural") and "naturalness" in r]
+        out["natural_share_of_natural_sources"] = float(np.mean(kept)) if kept else None
     seams = [r["seam"] for r in rows if r.get("seam")]
     if seams:
         borders = [s["border"]["ratio"] for s in seams if s.get("border")]

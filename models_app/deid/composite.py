@@ -70,7 +70,8 @@ def aligned_backdrop(
     y = t[1, 0] * xs + t[1, 1] * ys + t[1, 2]
     dh, dw = donor_photo.shape[:2]
     grid = np.stack([x / (dw - 1) * 2 - 1, y / (dh - 1) * 2 - 1], -1).astype(np.float32)
-    img = torch.from_numpy(np.ascontiguousarray(donor_photo)).permute(2, 0, 1)[None].float()
+    # torch.tensor copies: a read-only photo (an npz or a cached decode) is fine as it is.
+    img = torch.tensor(np.asarray(donor_photo), dtype=torch.float32).permute(2, 0, 1)[None]
     out = F.grid_sample(img, torch.from_numpy(grid)[None], mode="bilinear",
                         padding_mode="border", align_corners=True)
     return np.clip(np.rint(out[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)

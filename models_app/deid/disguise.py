@@ -39,40 +39,8 @@ import torch.nn.functional as F
 
 from models_app.vision.landmarks68 import BROWS, EYES, INNER, JAW, MOUTH, fit_transform, landmarks68
 
+from .metrics import lab_to_rgb, rgb_to_lab
 from .params import PARAMETERISATIONS, Parameterisation, _interp_basis, gaussian_blur
-
-# --- CIELAB in torch (D65, sRGB), differentiable --------------------------------------------
-
-_M = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
-                   [0.2126729, 0.7151522, 0.0721750],
-                   [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64)
-_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
-_EPS = 216 / 24389
-_KAPPA = 24389 / 27
-_M_INV = torch.linalg.inv(_M) * _D65[None, :]  # XYZ/white -> linear sRGB, computed once
-
-
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(N,3,H,W) sRGB in [0,255] -> CIELAB (L* 0..100)."""
-    c = (rgb / 255.0).clamp(0.0, 1.0)
-    lin = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055).pow(2.4))
-    m = (_M / _D65[:, None]).to(rgb)
-    xyz = torch.einsum("ij,njhw->nihw", m, lin)
-    f = torch.where(xyz > _EPS, xyz.clamp_min(1e-8).pow(1 / 3), (_KAPPA * xyz + 16) / 116)
-    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]),
-                        200 * (f[:, 1] - f[:, 2])], 1)
-
-
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """(N,3,H,W) CIELAB -> sRGB in [0,255] (clamped to the cube)."""
-    fy = (lab[:, 0] + 16) / 116
-    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], 1)
-    f3 = f.pow(3)
-    xyz = torch.where(f3 > _EPS, f3, (116 * f - 16) / _KAPPA)
-    lin = torch.einsum("ij,njhw->nihw", _M_INV.to(lab), xyz).clamp(1e-7, 1.0)
-    srgb = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.pow(1 / 2.4) - 0.055)
-    return srgb * 255.0
-
 
 # --- Ranges and layout ------------------------------------------------------------------------
 

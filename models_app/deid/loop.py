@@ -31,9 +31,11 @@ image every iteration; ``evolve`` makes each iteration's output the next iterati
 The returned image is the best record (lowest g; the success record when there is one).
 A parameterisation with a human-side margin (``disguise``) must keep it: a record below
 the margin is never a success, and any record that keeps it is preferred as the output.
+So must every output's face colour (``metrics.naturalness``, the range widened to take in
+the source's own value; ``loss.lambda_natural`` = 0 turns it off).
 
-Ladder (``DeidConfig.ladder``): the first iterate (k >= 1) whose score-A falls below each
-threshold is handed to ``on_rung`` (and listed in the result), as its context crop and, for
+Ladder (``DeidConfig.ladder``): the first natural iterate (k >= 1) whose score-A falls
+below each threshold is handed to ``on_rung`` (and listed in the result), as its context crop and, for
 sources with their photo, composited into the photo: what people judge then spans the
 boundary, not only the final output. It only reads the images, so the trajectory is the
 same with or without a ladder.
@@ -57,6 +59,7 @@ from .config import DeidConfig
 from .confirm import FINAL_ENSEMBLE, score_as_saved
 from .eot import eot_chips, eot_contexts, straight_round, to_uint8
 from .loss import LossTerms, deid_loss
+from .metrics import face_colour_torch, natural_bounds, natural_excess
 from .params import Parameterisation, StyleRanges, build_parameterisation
 from .score_a import ScoreAProxy
 from .state import DeidResult, DeidSource, DeidState, IterationRecord, Rung
@@ -252,6 +255,11 @@ def run_deid_batch(
     with torch.no_grad():
         src_emb, src_taps = net.features(central_chip(src_ctx))
     scorer = _Scorer(ensemble, src_chips_u8, src_emb)
+    # Naturalness: the loss aims inside LFW's colour range (inset), a record counts as
+    # natural inside the range itself; both widened to the source's own value.
+    src_colour = face_colour_torch(src_ctx)
+    nat_lo, nat_hi = natural_bounds(src_colour, cfg.loss.natural_inset)
+    gate_lo, gate_hi = natural_bounds(src_colour)
     final_ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE) if cfg.confirm_saved else None
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -309,7 +317,7 @@ def run_deid_batch(
 
     def forward(
         idx: list[int],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LossTerms]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LossTerms, torch.Tensor]:
         # Every face active (batch 1 always): the tensors themselves, no gathered copies.
         sel: list[int] | slice = slice(None) if len(idx) == n else idx
         th = theta[sel]
@@ -320,6 +328,7 @@ def run_deid_batch(
             src = src_views[key] = src_ctx[sel]
         out = straight_round(apply(base[sel], th, sel))
         ps = network_pass(out, src, proxy, net, cfg, gen, joint=joint)
+        colour = face_colour_torch(out)
         terms = deid_loss(
             src_emb[sel],
             {name: v[sel] for name, v in src_taps.items()},
@@ -329,8 +338,9 @@ def run_deid_batch(
             param.prior(th),
             cfg.loss,
             param.margin(th),
+            natural_excess(colour, nat_lo[sel], nat_hi[sel]),
         )
-        return out, ps.chips, ps.emb, torch.sigmoid(ps.logit.detach()), terms
+        return out, ps.chips, ps.emb, torch.sigmoid(ps.logit.detach()), terms, colour.detach()
 
     def checkpoint_fn(iteration: int) -> Callable[[], DeidState]:
         def make() -> DeidState:
@@ -356,7 +366,10 @@ def run_deid_batch(
             break
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out, chips, emb, p_same, terms = forward(idx)
+        out, chips, emb, p_same, terms, colour = forward(idx)
+        # λnatural = 0 switches naturalness off as a term and as a condition.
+        natural = (natural_excess(colour, gate_lo[idx], gate_hi[idx]) <= 0.0
+                   if cfg.loss.lambda_natural > 0 else torch.ones(len(idx), dtype=torch.bool))
         scores = scorer.score(idx, samples, chips, emb)
         step_rows: list[int] = []
         pending: list[tuple[int, IterationRecord, list[Rung]]] = []
@@ -365,9 +378,12 @@ def run_deid_batch(
             a = float(p_same[j])
             bs = [s.score for s in scores[j]]
             b, b_min = float(np.mean(bs)), float(np.min(bs))
-            # The parameterisation's human-side margin (disguise: the donor share): a record
-            # below it is never a success, and never preferred to one that keeps it.
-            margin_ok = terms.margin is None or float(terms.margin[j].detach()) <= 1e-9
+            # The human side: the parameterisation's margin (disguise: the donor share) and
+            # a natural face colour. A record that misses either is never a success, and
+            # never preferred to one that keeps both.
+            margin_kept = terms.margin is None or float(terms.margin[j].detach()) <= 1e-9
+            natural_ok = bool(natural[j])
+            margin_ok = margin_kept and natural_ok
             success = a <= cfg.tau_a and b_min >= cfg.tau_b and margin_ok
             confirmed = None
             if success and cfg.eot.confirm_samples > 0:
@@ -401,7 +417,8 @@ def run_deid_batch(
             if (margin_ok and not had_margin) or (margin_ok == had_margin and (
                     g < best[i]["objective"] or (success and best[i]["objective"] > 0))):
                 best[i] = {"objective": g, "iteration": it, "score_a": a, "score_b": b_min,
-                           "margin_ok": margin_ok}
+                           "margin_ok": margin_ok, "margin_kept": margin_kept,
+                           "natural": natural_ok}
                 best_images[i] = out[j].detach().round().to(torch.uint8).cpu()
             if success:
                 done[i] = STOP_SUCCESS
@@ -413,8 +430,9 @@ def run_deid_batch(
                 done[i] = STOP_CANCELLED
             else:
                 step_rows.append(j)
+            # A rung goes to people: never an iterate whose face colour is not a photograph's.
             rungs = (_rungs(rec, out[j], sources[i], thresholds, crossed[i], cfg.blend)
-                     if it > 0 else [])
+                     if it > 0 and natural_ok else [])
             pending.append((i, rec, rungs))
         if step_rows:
             keep = torch.tensor(step_rows, device=terms.total.device)
@@ -467,7 +485,8 @@ def run_deid_batch(
                 records=records[i],
                 seconds=total,
                 ladder=ladders[i],
-                margin_kept=bool(best[i].get("margin_ok", True)),
+                margin_kept=bool(best[i].get("margin_kept", best[i].get("margin_ok", True))),
+                natural_kept=bool(best[i].get("natural", True)),
             )
         )
     return results

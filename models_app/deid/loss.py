@@ -25,6 +25,13 @@ Added (documented job parameters):
   2024): 0 while the change is at least a margin from the identity (``disguise``: the donor
   share), so a proxy's score-A alone cannot undo a change people would see. 0 for the
   others.
+* naturalness ``λnatural · excess``: how far (CIELAB units) the output's face oval lies
+  outside the colour range of photographed faces (LFW's 1st–99th percentiles of mean a*,
+  mean b* and L* spread, pulled in by ``natural_inset`` and widened to take in the source's
+  own value). 0 inside: it only stops a change from leaving what a photograph looks like
+  (a green face, a flat posterised one), which the proxy's score-A alone may reward. The
+  loop also never counts an iterate outside the range itself as a success (λnatural = 0
+  turns both off).
 
 The total is the sum of the per-face losses (faces in a batch are independent).
 """
@@ -64,9 +71,12 @@ class LossWeights:
     lambda_prior: float = 0.05
     lambda_margin: float = 10.0
     guard_mode: str = "penalty"  # "penalty": the hinge alone; "constraint": see above
+    lambda_natural: float = 1.0  # per CIELAB unit outside the natural range
+    natural_inset: float = 0.5  # CIELAB units: the loss aims that far inside the range
 
     def validate(self) -> None:
-        for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior", "lambda_margin"):
+        for name in ("lambda0", "lambda_a", "lambda_guard", "lambda_prior", "lambda_margin",
+                     "lambda_natural"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise DeidConfigError(name, f"must be a finite number >= 0, got {v!r}")
@@ -79,6 +89,9 @@ class LossWeights:
             raise DeidConfigError("a_target", f"must be in (0, 1), got {self.a_target!r}")
         if not 0.0 < self.guard <= 1.5:
             raise DeidConfigError("guard", f"must be in (0, 1.5], got {self.guard!r}")
+        v = self.natural_inset
+        if not (isinstance(v, int | float) and math.isfinite(v) and 0.0 <= v <= 5.0):
+            raise DeidConfigError("natural_inset", f"must be in [0, 5] CIELAB units, got {v!r}")
         if self.guard_mode not in GUARD_MODES:
             raise DeidConfigError("guard_mode", f"must be one of {list(GUARD_MODES)}, "
                                                 f"got {self.guard_mode!r}")
@@ -150,20 +163,23 @@ class LossTerms:
     guard: torch.Tensor
     prior: torch.Tensor
     margin: torch.Tensor | None = None
+    natural: torch.Tensor | None = None  # excess outside the inset natural range (N,)
 
     def row(self, i: int) -> dict[str, float]:
         """Plain floats of face i (for the iteration record)."""
         out = {
             "total": float(self.total[i].detach()),
-            "formula_a": float(self.formula_a[i]),
-            "theta0_distance": float(self.theta0[i]),
-            "score_a_term": float(self.score_a[i]),
-            "guard": float(self.guard[i]),
-            "prior": float(self.prior[i]),
+            "formula_a": float(self.formula_a[i].detach()),
+            "theta0_distance": float(self.theta0[i].detach()),
+            "score_a_term": float(self.score_a[i].detach()),
+            "guard": float(self.guard[i].detach()),
+            "prior": float(self.prior[i].detach()),
         }
         if self.margin is not None:
             out["margin"] = float(self.margin[i].detach())
-        out.update({f"tap_{k}": float(v[i]) for k, v in self.taps.items()})
+        if self.natural is not None:
+            out["natural_excess"] = float(self.natural[i].detach())
+        out.update({f"tap_{k}": float(v[i].detach()) for k, v in self.taps.items()})
         return out
 
 
@@ -176,10 +192,12 @@ def deid_loss(
     prior: torch.Tensor,
     weights: LossWeights,
     margin: torch.Tensor | None = None,
+    natural: torch.Tensor | None = None,
 ) -> LossTerms:
     """All terms per face (see :func:`formula_a` for the row layout of ``out_emb``);
     ``logit_same`` is the proxy's log-odds of "same" (N,); ``margin`` the parameterisation's
-    human-side margin term (N,), if it has one."""
+    human-side margin term (N,), if it has one; ``natural`` the output's excess outside the
+    natural colour range (N,, :func:`models_app.deid.metrics.natural_excess`)."""
     fa, d0, taps = formula_a(src_emb, src_taps, out_emb, out_taps, weights)
     g = guard_term(d0, weights)
     sa = score_a_term(logit_same, weights)
@@ -192,4 +210,6 @@ def deid_loss(
     total = fa + weights.lambda_guard * g + a_weight * sa + weights.lambda_prior * prior
     if margin is not None:
         total = total + weights.lambda_margin * margin
-    return LossTerms(total, fa, d0, taps, sa, g, prior, margin)
+    if natural is not None:
+        total = total + weights.lambda_natural * natural
+    return LossTerms(total, fa, d0, taps, sa, g, prior, margin, natural)

@@ -110,3 +110,79 @@ def naturalness(context: np.ndarray) -> dict[str, object]:
     outside = [k for k, (lo, hi) in NATURAL_FACE.items() if not lo <= stats[k] <= hi]
     return {**{k: round(v, 3) for k, v in stats.items()}, "natural": not outside,
             "outside": outside}
+
+
+# --- CIELAB in torch (D65, sRGB), differentiable --------------------------------------------
+
+_M = torch.tensor(_SRGB_TO_XYZ, dtype=torch.float64)
+_D65_T = torch.tensor(_D65, dtype=torch.float64)
+_EPS = 216 / 24389
+_KAPPA = 24389 / 27
+_M_INV = torch.linalg.inv(_M) * _D65_T[None, :]  # XYZ/white -> linear sRGB, computed once
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) sRGB in [0,255] -> CIELAB (L* 0..100)."""
+    c = (rgb / 255.0).clamp(0.0, 1.0)
+    lin = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055).pow(2.4))
+    m = (_M / _D65_T[:, None]).to(rgb)
+    xyz = torch.einsum("ij,njhw->nihw", m, lin)
+    f = torch.where(xyz > _EPS, xyz.clamp_min(1e-8).pow(1 / 3), (_KAPPA * xyz + 16) / 116)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]),
+                        200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) CIELAB -> sRGB in [0,255] (clamped to the cube)."""
+    fy = (lab[:, 0] + 16) / 116
+    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], 1)
+    f3 = f.pow(3)
+    xyz = torch.where(f3 > _EPS, f3, (116 * f - 16) / _KAPPA)
+    lin = torch.einsum("ij,njhw->nihw", _M_INV.to(lab), xyz).clamp(1e-7, 1.0)
+    srgb = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.pow(1 / 2.4) - 0.055)
+    return srgb * 255.0
+
+
+# --- Naturalness in the loop: the same figures, differentiable ------------------------------
+
+NATURAL_KEYS: tuple[str, ...] = ("a_mean", "b_mean", "l_spread")
+_FACE_PIXELS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _face_pixels(h: int, w: int) -> torch.Tensor:
+    """Flat indices of the face oval's pixels (:func:`face_colour`'s), cached per size."""
+    idx = _FACE_PIXELS.get((h, w))
+    if idx is None:
+        from models_app.vision.battery import FACE_ELLIPSE, ellipse_mask
+
+        keep = ellipse_mask((h, w), FACE_ELLIPSE) > 0.5
+        idx = _FACE_PIXELS[(h, w)] = torch.from_numpy(np.flatnonzero(keep))
+    return idx
+
+
+def face_colour_torch(context: torch.Tensor) -> torch.Tensor:
+    """:func:`face_colour` of (N,3,H,W) crops in [0,255], differentiable: (N,3) columns in
+    :data:`NATURAL_KEYS` order (a* mean, b* mean, L* spread). Only the oval's pixels are
+    converted, so this costs a fraction of a full-crop conversion."""
+    n, _, h, w = context.shape
+    px = context.flatten(2).index_select(2, _face_pixels(h, w).to(context.device))
+    lab = rgb_to_lab(px[..., None])[..., 0]  # (N,3,M)
+    # The spread as numpy's population std; the epsilon keeps the gradient finite on a flat face.
+    spread = (lab[:, 0].var(dim=1, correction=0) + 1e-6).sqrt()
+    return torch.stack([lab[:, 1].mean(1), lab[:, 2].mean(1), spread], 1)
+
+
+def natural_bounds(source_stats: torch.Tensor, inset: float = 0.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per face (N,3) low and high bounds: LFW's range (:data:`NATURAL_FACE`) pulled in by
+    ``inset``, widened to take in the source's own value, so a change is never asked to be
+    more natural than the photo it starts from (a greyscale photo stays allowed)."""
+    lo = torch.tensor([NATURAL_FACE[k][0] for k in NATURAL_KEYS]).to(source_stats) + inset
+    hi = torch.tensor([NATURAL_FACE[k][1] for k in NATURAL_KEYS]).to(source_stats) - inset
+    return torch.minimum(lo, source_stats), torch.maximum(hi, source_stats)
+
+
+def natural_excess(stats: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(N,) how far (in CIELAB units, summed over the figures) each face lies outside its
+    bounds; 0 inside."""
+    return (F.relu(lo - stats) + F.relu(stats - hi)).sum(1)

@@ -149,6 +149,9 @@ class DeidResult:
     # False: no record kept the parameterisation's human-side margin (disguise: the donor
     # share), so the output is not the change people were meant to see (never a success).
     margin_kept: bool = True
+    # False: no record kept a natural face colour (metrics.naturalness, widened to the
+    # source's own value); such a record is never a success either.
+    natural_kept: bool = True
 
 
 @dataclass

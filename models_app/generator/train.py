@@ -5,7 +5,8 @@ as the loop does — formula A on the CFRU's features (Θ0 kept close, the style
 apart), the human proxy's score-A term (its log-odds pushed below ``a_target``: the margin
 under τA), the identity guard and the parameterisation's prior — and updates the network
 from the loss aggregated over the batch (the mean: claim 8, paragraph 59), not face by face.
-(The human-side margin enters when the parameterisation has one: ``plug.margin``.)
+(The human-side margin enters when the parameterisation has one: ``plug.margin``; the
+naturalness term as in the loop.)
 
 After every epoch the generator is scored on held-out faces (other subjects): score-A by the
 proxy, score-B by the job's CFRU ensemble, and the objective
@@ -45,6 +46,7 @@ from models_app.deid.config import DeidConfig
 from models_app.deid.eot import straight_round, to_uint8
 from models_app.deid.loop import joint_pass_ok, network_pass
 from models_app.deid.loss import LossTerms, deid_loss
+from models_app.deid.metrics import face_colour_torch, natural_bounds, natural_excess
 from models_app.vision import cfru as cfru_mod
 from models_app.vision.chips import central_chip
 
@@ -179,8 +181,10 @@ def batch_loss(
     out = straight_round(model.render(ctx, theta, mask))
     ps = network_pass(out, ctx, proxy, net, cfg, gen, joint=joint)
     margin = model.plug.margin(theta) if hasattr(model.plug, "margin") else None
+    lo, hi = natural_bounds(face_colour_torch(ctx), cfg.loss.natural_inset)
     terms = deid_loss(src_emb, src_taps, ps.emb, ps.taps_plain, ps.logit,
-                      model.plug.prior(theta), cfg.loss, *(() if margin is None else (margin,)))
+                      model.plug.prior(theta), cfg.loss, margin,
+                      natural_excess(face_colour_torch(out), lo, hi))
     return terms, torch.sigmoid(ps.logit.detach())
 
 

@@ -168,7 +168,7 @@ def success_basis(version) -> str:
 
 
 def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: float,
-                margin_kept: bool = True) -> str:
+                margin_kept: bool = True, natural_kept: bool = True) -> str:
     """Why the job stopped, in words; says when the loop met both thresholds but the saved
     photo did not confirm it, and when a disguise never reached its human-side margin."""
     if stop_reason != "success":
@@ -179,6 +179,9 @@ def stop_detail(stop_reason: str, detected: bool, score_b: float | None, tau_b: 
         if not margin_kept:
             why += ("; the disguise never reached its human-side margin (the donor share), "
                     "so the output is a partial mix, not the disguise")
+        if not natural_kept:
+            why += ("; no iterate kept a natural face colour (a*, b* or lightness spread "
+                    "outside what photographed faces show), so none could count")
         return why
     if not detected:
         return "both thresholds met in the loop; no face found again in the saved photo"
@@ -251,7 +254,8 @@ def _finish(job: DeidJob, result, data: bytes, final, cfg, src: FaceImage, t0: f
             "naturalness": naturalness(result.context),
             "success_basis": success_basis(job.proxy_version),
             "stop_detail": stop_detail(result.stop_reason, final.detected, final.score_b,
-                                       cfg.tau_b, result.margin_kept),
+                                       cfg.tau_b, result.margin_kept, result.natural_kept),
+            "natural_kept": result.natural_kept,
             **({"margin_kept": result.margin_kept}
                if cfg.parameterisation == "disguise" else {}),
         }

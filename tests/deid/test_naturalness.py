@@ -30,3 +30,58 @@ def test_real_face_is_natural_and_recolourings_are_not(portrait_source):
     out = naturalness(flat)
     assert out["natural"] is False and "l_spread" in out["outside"]
     assert face_colour(ctx)["l_spread"] > face_colour(flat)["l_spread"]
+
+
+def test_face_colour_torch_is_the_numpy_figure_with_gradients(portrait_source):
+    import torch
+
+    from models_app.deid.metrics import NATURAL_KEYS, face_colour_torch
+
+    for img in (portrait_source.context, recolour(portrait_source.context, -90)):
+        t = torch.from_numpy(img).permute(2, 0, 1)[None].double()
+        ref = face_colour(img)
+        np.testing.assert_allclose(face_colour_torch(t)[0].numpy(),
+                                   [ref[k] for k in NATURAL_KEYS], atol=1e-4)
+    flat = torch.full((1, 3, 300, 300), 128.0, requires_grad=True)  # spread 0: still finite
+    face_colour_torch(flat).sum().backward()
+    assert torch.isfinite(flat.grad).all()
+
+
+def test_natural_bounds_take_in_the_source():
+    import torch
+
+    from models_app.deid.metrics import NATURAL_FACE, natural_bounds, natural_excess
+
+    grey = torch.tensor([[0.0, 0.0, 12.0]])  # a greyscale photo: a*, b* below LFW's 1st pct.
+    lo, hi = natural_bounds(grey, inset=0.5)
+    assert lo[0, 0] == 0.0 and lo[0, 1] == 0.0  # never asked to be more natural than it is
+    assert lo[0, 2] == NATURAL_FACE["l_spread"][0] + 0.5
+    assert hi[0, 0] == NATURAL_FACE["a_mean"][1] - 0.5
+    assert float(natural_excess(grey, lo, hi)[0]) == 0.0
+    green = torch.tensor([[-6.0, 20.0, 12.0]])
+    assert float(natural_excess(green, lo, hi)[0]) == 6.0
+
+
+def test_the_loop_keeps_a_changed_face_natural(portrait_source):
+    """A stand-in proxy that rewards any change recolours past the natural range (λnatural
+    = 0); with the naturalness term the loop still changes the face, inside the range."""
+    from models_app import deid
+    from models_app.deid.eot import EOTConfig
+    from models_app.deid.loss import LossWeights
+    from models_app.deid.score_a import AppearanceStandIn
+
+    s = portrait_source
+    src = deid.DeidSource(s.context, s.photo, s.box, s.landmarks)
+
+    def run(lam: float):
+        cfg = deid.DeidConfig(max_iterations=8, lr=0.2, confirm_saved=False,
+                              eot=EOTConfig.none(), loss=LossWeights(lambda_natural=lam))
+        return deid.run_deid(src, AppearanceStandIn(), cfg, device="cpu")
+
+    free = run(0.0)
+    assert free.best_iteration > 0 and naturalness(free.context)["natural"] is False
+    kept = run(1.0)
+    assert kept.best_iteration > 0 and kept.natural_kept
+    assert naturalness(kept.context)["natural"] is True
+    assert np.abs(kept.context.astype(int) - s.context.astype(int)).mean() > 2.0
+    assert all("natural_excess" in r.loss for r in kept.records)

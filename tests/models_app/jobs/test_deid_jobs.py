@@ -225,6 +225,7 @@ def test_two_jobs_with_the_same_output_both_finish(source, proxy):
     assert a.final_detail["success_basis"] == "prior_proxy"
     assert a.final_detail["stop_detail"] and isinstance(a.final_detail["naturalness"]["natural"], bool)
     assert set(a.final_detail["naturalness"]) >= {"a_mean", "b_mean", "l_spread", "outside"}
+    assert isinstance(a.final_detail["natural_kept"], bool)
 
 
 def test_success_basis_and_stop_detail_say_what_a_verdict_rests_on():
@@ -245,6 +246,8 @@ def test_success_basis_and_stop_detail_say_what_a_verdict_rests_on():
     assert runner.stop_detail("max_iterations", True, 0.7, 0.6) == "the iteration budget ran out"
     assert "never reached its human-side margin" in runner.stop_detail(
         "converged", True, 0.7, 0.6, margin_kept=False)
+    assert "natural face colour" in runner.stop_detail(
+        "converged", True, 0.7, 0.6, natural_kept=False)
 
 
 @pytest.mark.django_db
