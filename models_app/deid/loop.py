@@ -367,9 +367,11 @@ def run_deid_batch(
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out, chips, emb, p_same, terms, colour = forward(idx)
+        # Outside the range itself (not the loss's inset one): stored with each record.
         # λnatural = 0 switches naturalness off as a term and as a condition.
-        natural = (natural_excess(colour, gate_lo[idx], gate_hi[idx]) <= 0.0
-                   if cfg.loss.lambda_natural > 0 else torch.ones(len(idx), dtype=torch.bool))
+        outside = natural_excess(colour, gate_lo[idx], gate_hi[idx])
+        natural = (outside <= 0.0 if cfg.loss.lambda_natural > 0
+                   else torch.ones(len(idx), dtype=torch.bool))
         scores = scorer.score(idx, samples, chips, emb)
         step_rows: list[int] = []
         pending: list[tuple[int, IterationRecord, list[Rung]]] = []
@@ -404,7 +406,7 @@ def run_deid_batch(
                 score_b=b,
                 score_b_min=b_min,
                 per_cfru=_per_cfru(scores[j][0]),
-                loss=terms.row(j),
+                loss={**terms.row(j), "natural_outside": round(float(outside[j]), 4)},
                 objective=g,
                 success=success,
                 confirmed=confirmed,

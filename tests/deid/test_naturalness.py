@@ -75,7 +75,8 @@ def test_the_loop_keeps_a_changed_face_natural(portrait_source):
 
     def run(lam: float):
         cfg = deid.DeidConfig(max_iterations=8, lr=0.2, confirm_saved=False,
-                              eot=EOTConfig.none(), loss=LossWeights(lambda_natural=lam))
+                              eot=EOTConfig.none(), loss=LossWeights(lambda_natural=lam),
+                              ladder=(0.9, 0.6, 0.3))
         return deid.run_deid(src, AppearanceStandIn(), cfg, device="cpu")
 
     free = run(0.0)
@@ -85,3 +86,10 @@ def test_the_loop_keeps_a_changed_face_natural(portrait_source):
     assert naturalness(kept.context)["natural"] is True
     assert np.abs(kept.context.astype(int) - s.context.astype(int)).mean() > 2.0
     assert all("natural_excess" in r.loss for r in kept.records)
+    # Rungs go to people: with the term, never an iterate outside the range (without it,
+    # the same stand-in's rungs include one).
+    assert any(not naturalness(r.context)["natural"] for r in free.ladder)
+    assert kept.ladder and all(naturalness(r.context)["natural"] for r in kept.ladder)
+    outside = {r.iteration: r.loss["natural_outside"] for r in kept.records}
+    assert all(outside[r.iteration] == 0 for r in kept.ladder)
+    assert any(v > 0 for v in outside.values())  # the gate had something to refuse

@@ -145,8 +145,10 @@ def test_job_runs_on_the_worker_and_feeds_a_campaign(staff_client, settings, cel
 
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
-    # The untrained proxy's score-A stays near 0.55: both rungs are crossed at iteration 1,
-    # before the kill, and must not be stored again by the resumed attempt.
+    # The untrained proxy's score-A stays near 0.55: both rungs are crossed by the first
+    # natural iterate (1 or 2: Adam's first step can leave the colour range, and the
+    # naturalness term brings it back), before the kill, and must not be stored again by the
+    # resumed attempt.
     job = DeidJob.objects.create(source=source, params={**FAST, "max_iterations": 4,
                                  "convergence_window": 50, "ladder": [0.9, 0.6]},
                                  proxy_version=proxy)
@@ -167,7 +169,9 @@ def test_a_killed_worker_resumes_without_duplicates(source, proxy, monkeypatch):
     assert job.status == "running" and job.iterations_done == 2 and job.checkpoint
     assert list(job.iterations.values_list("index", flat=True)) == [0, 1, 2]
     ladder = job.ladder
-    assert [(r["threshold"], r["iteration"]) for r in ladder] == [(0.9, 1), (0.6, 1)]
+    outside = {it.index: it.loss["natural_outside"] for it in job.iterations.all()}
+    first = min(k for k in (1, 2) if outside[k] == 0)
+    assert [(r["threshold"], r["iteration"]) for r in ladder] == [(0.9, first), (0.6, first)]
 
     monkeypatch.setattr(runner, "_record", real)
     # Redelivered while the dead attempt's heartbeat is still fresh: it could be alive
@@ -293,12 +297,14 @@ def test_a_job_stores_its_ladder_and_sends_every_rung_to_its_campaign(source, pr
     runner.execute_deid_job(str(job.pk))
     job.refresh_from_db()
     assert job.status in ("succeeded", "finished"), job.error
-    traj = dict(job.iterations.values_list("index", "score_a"))
-    crossed = [t for t in ladder if any(a < t for k, a in traj.items() if k > 0)]
+    # A rung is the first iterate below its threshold whose face colour is natural.
+    traj = {it.index: it.score_a for it in job.iterations.all()
+            if it.index > 0 and it.loss["natural_outside"] == 0}
+    crossed = [t for t in ladder if any(a < t for a in traj.values())]
     assert crossed and 0.01 not in crossed, traj
     assert [r["threshold"] for r in job.ladder] == crossed
     for rung in job.ladder:
-        first = min(k for k, a in traj.items() if k > 0 and a < rung["threshold"])
+        first = min(k for k, a in traj.items() if a < rung["threshold"])
         assert rung["iteration"] == first
         assert rung["score_a"] == pytest.approx(traj[first])
         assert 0.0 <= rung["score_b"] <= 1.0
