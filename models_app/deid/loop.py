@@ -35,9 +35,9 @@ So must every output's face colour (``metrics.naturalness``, the range widened t
 the source's own value; ``loss.lambda_natural`` = 0 turns it off).
 
 Ladder (``DeidConfig.ladder``): the first natural iterate (k >= 1) whose score-A falls
-below each threshold is handed to ``on_rung`` (and listed in the result), as its context crop and, for
-sources with their photo, composited into the photo: what people judge then spans the
-boundary, not only the final output. It only reads the images, so the trajectory is the
+below each threshold is handed to ``on_rung`` (and listed in the result), as its context
+crop and, for sources with their photo, composited into the photo: what people judge then
+spans the boundary, not only the final output. It only reads the images, so the trajectory is the
 same with or without a ladder.
 """
 

@@ -91,6 +91,8 @@ def test_constraint_guard_turns_the_score_a_push_off_past_the_guard_point():
         ({"max_iterations": 0}, "max_iterations"),
         ({"lr": -1.0}, "lr"),
         ({"loss": LossWeights(guard_mode="soft")}, "guard_mode"),
+        ({"loss": LossWeights(lambda_natural=-1.0)}, "lambda_natural"),
+        ({"loss": LossWeights(natural_inset=9.0)}, "natural_inset"),
     ],
 )
 def test_invalid_parameters_name_the_field(kwargs, field):
