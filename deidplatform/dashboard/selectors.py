@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import Aggregate, Count, F, FloatField, IntegerField, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Floor, Trunc
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -182,6 +183,8 @@ def job_list(status: str = "", stop_reason: str = "", round_id: str = "") -> Que
         "id", "status", "stop_reason", "iterations_done", "final_score_a", "final_score_b",
         "created", "finished", "output_id", "source_id", "batch_id",
         "batch__id", "batch__round__id", "batch__round__series", "batch__round__number",
+    ).annotate(  # the success basis for each row's verdict, without loading final_detail
+        success_basis=KeyTextTransform("success_basis", "final_detail"),
     ).order_by("-created", "-id")
     if status:
         qs = qs.filter(status=status)

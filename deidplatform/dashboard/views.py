@@ -23,12 +23,16 @@ from deidplatform.errors import AppError
 from deidplatform.permissions import has_perms
 from models_app.faces.models import FaceImage
 from models_app.faces.serving import VARIANTS, private_file_response
-from models_app.jobs.models import DeidJob
+from models_app.jobs.models import SUCCEEDED_COUNT_LABEL, DeidJob
 from models_app.rounds.models import Round
 from models_app.training.models import ModelKind, ModelVersion
 from ratings.models import Campaign, Rater
 
 from . import plots, probes, selectors, services
+
+# Job statuses as the pages label them: "succeeded" never alone (a proxy's verdict).
+JOB_STATUS_LABELS = [(v, SUCCEEDED_COUNT_LABEL if v == DeidJob.Status.SUCCEEDED else label)
+                     for v, label in DeidJob.Status.choices]
 
 T = TypeVar("T")
 
@@ -98,7 +102,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "rounds": selectors.running_rounds(),
         "campaigns": [(p, _progress_row(p)) for p in progress],
         "jobs": selectors.job_status_counts(),
-        "job_statuses": DeidJob.Status.choices,
+        "job_statuses": JOB_STATUS_LABELS,
         "proxy": proxy,
         "proxy_metrics": ((proxy.metrics or {}).get("held_out") or {}) if proxy else {},
         "recent": recent,
@@ -170,7 +174,7 @@ def round_page(request: HttpRequest, round_id: uuid.UUID) -> HttpResponse:
     context = {
         "rnd": rnd, "report": report, "plot": plot,
         "stages": [(s, times.get(s.value) or {}) for s in Round.ORDER],
-        "jobs": selectors.round_jobs(rnd), "job_statuses": DeidJob.Status.choices,
+        "jobs": selectors.round_jobs(rnd), "job_statuses": JOB_STATUS_LABELS,
         "progress": progress, "progress_row": _progress_row(progress) if progress else None,
         "report_json": json.dumps({k: v for k, v in report.items() if k != "points"},
                                   indent=1, default=str) if report else "",
@@ -233,7 +237,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     query.pop("page", None)
     context = {
         "page": page, "status": status, "stop_reason": stop_reason, "round_id": round_id,
-        "statuses": DeidJob.Status.choices, "stop_reasons": selectors.stop_reasons(),
+        "statuses": JOB_STATUS_LABELS, "stop_reasons": selectors.stop_reasons(),
         "rounds": selectors.rounds_for_filter(), "query": query.urlencode(),
     }
     return render(request, "dashboard/jobs.html", context)

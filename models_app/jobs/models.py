@@ -28,6 +28,26 @@ class DeidBatch(models.Model):
         ordering = ["-created"]
 
 
+# What a job's success rests on (``final_detail.success_basis``, set by the runner): a
+# success is never shown as a plain "succeeded" (issue 13: a prior proxy's score-A says
+# little about people). Long form for a job's page and the API, short for lists.
+VERDICTS = {
+    "prior_proxy": "thresholds met by a prior proxy (never trained on judgments of outputs: "
+                   "says little about people)",
+    "proxy_trained_on_simulated_judgments": "thresholds met by a proxy trained on simulated "
+                                            "judgments (a dry run, not people)",
+    "proxy_trained_on_peoples_judgments": "thresholds met by a proxy trained on people's "
+                                          "judgments of outputs (not yet judged by people)",
+}
+SHORT_VERDICTS = {
+    "prior_proxy": "met · prior proxy",
+    "proxy_trained_on_simulated_judgments": "met · simulated-trained proxy",
+    "proxy_trained_on_peoples_judgments": "met · people-trained proxy",
+}
+# How the job counts on the overview and round pages label the status "succeeded".
+SUCCEEDED_COUNT_LABEL = "thresholds met (by a proxy)"
+
+
 class DeidJob(models.Model):
     """One run of the de-identification loop on one source image."""
 
@@ -93,6 +113,26 @@ class DeidJob(models.Model):
 
     def __str__(self) -> str:
         return f"DeidJob {self.id} ({self.status})"
+
+    def _basis(self) -> str:
+        # A list's queryset annotates ``success_basis`` so rows need not load final_detail.
+        if "success_basis" in self.__dict__:
+            return str(self.__dict__["success_basis"] or "")
+        return str((self.final_detail or {}).get("success_basis", ""))
+
+    @property
+    def verdict(self) -> str:
+        """The status, and for a success what it rests on (never a plain "succeeded")."""
+        if self.status != self.Status.SUCCEEDED:
+            return self.get_status_display()
+        return VERDICTS.get(self._basis(), "thresholds met (basis not recorded)")
+
+    @property
+    def short_verdict(self) -> str:
+        """:attr:`verdict` in a few words, for lists and galleries."""
+        if self.status != self.Status.SUCCEEDED:
+            return self.status
+        return SHORT_VERDICTS.get(self._basis(), "met · basis not recorded")
 
 
 class DeidIteration(models.Model):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import DeidIteration, DeidJob
+from .models import VERDICTS, DeidIteration, DeidJob  # noqa: F401  (VERDICTS: re-exported)
 
 
 class DeidIterationSerializer(serializers.ModelSerializer):
@@ -10,16 +10,6 @@ class DeidIterationSerializer(serializers.ModelSerializer):
         model = DeidIteration
         fields = ["index", "score_a", "score_b", "loss", "seconds"]
         read_only_fields = fields
-
-
-VERDICTS = {
-    "prior_proxy": "thresholds met by a prior proxy (never trained on judgments of outputs: "
-                   "says little about people)",
-    "proxy_trained_on_simulated_judgments": "thresholds met by a proxy trained on simulated "
-                                            "judgments (a dry run, not people)",
-    "proxy_trained_on_peoples_judgments": "thresholds met by a proxy trained on people's "
-                                          "judgments of outputs (not yet judged by people)",
-}
 
 
 class DeidJobSerializer(serializers.ModelSerializer):
@@ -45,10 +35,7 @@ class DeidJobSerializer(serializers.ModelSerializer):
     def get_verdict(self, obj: DeidJob) -> str:
         """The status with what it rests on: a success by a prior proxy is never shown as
         a plain "succeeded" (its score-A says little about people)."""
-        if obj.status != DeidJob.Status.SUCCEEDED:
-            return obj.get_status_display()
-        return VERDICTS.get((obj.final_detail or {}).get("success_basis", ""),
-                            "succeeded (basis not recorded)")
+        return obj.verdict
 
 
 class DeidJobDetailSerializer(DeidJobSerializer):

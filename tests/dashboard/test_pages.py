@@ -184,3 +184,36 @@ def test_proxy_page_shows_the_gates_interval_rule(staff_client, world):
     ModelVersion.objects.filter(pk=v3.pk).update(gate={"passed": True, "reasons": []})
     html = staff_client.get(reverse("dashboard:proxy"), {"version": v3.pk}).content.decode()
     assert "interval rule" not in html and "95 % interval" not in html
+
+
+def test_a_proxys_success_shows_its_basis_never_a_plain_succeeded(staff_client, world):
+    """Issue 13: a success by a prior proxy says so on the job page, in the list and the
+    gallery, with why the job stopped and its face colour; no page says "succeeded" alone."""
+    job = world.jobs[0]
+    job.final_detail = {
+        "success_basis": "prior_proxy",
+        "stop_detail": "both thresholds met, confirmed on the saved photo",
+        "naturalness": {"a_mean": 30.2, "b_mean": 20.0, "l_spread": 12.0, "natural": False,
+                        "outside": ["a_mean"]},
+        "natural_kept": True,
+    }
+    job.save()
+    html = staff_client.get(reverse("dashboard:job", args=[job.pk])).content.decode()
+    assert "thresholds met by a prior proxy" in html and "says little about people" in html
+    assert "Why it stopped: both thresholds met, confirmed on the saved photo." in html
+    assert "outside the natural range</strong> (a_mean)" in html and "a* 30.2" in html
+    pages = [html,
+             staff_client.get(reverse("dashboard:jobs")).content.decode(),
+             staff_client.get(reverse("dashboard:gallery"), {"round": world.round.pk}).content.decode()]
+    assert "met · prior proxy" in pages[1] and "met · prior proxy" in pages[2]
+    for page in pages:  # the text people read (tags and attribute values stripped)
+        text = re.sub(r"<[^>]+>", " ", page)
+        assert not re.search(r"\bsucceeded\b", text, re.IGNORECASE), text[:2000]
+    # The job counts on the overview and round pages label it the same way.
+    for url in (reverse("dashboard:overview"), reverse("dashboard:round", args=[world.round.pk])):
+        assert "thresholds met (by a proxy)" in staff_client.get(url).content.decode()
+    # A success with no recorded basis (an older job) says that instead.
+    job.final_detail = {}
+    job.save()
+    html = staff_client.get(reverse("dashboard:job", args=[job.pk])).content.decode()
+    assert "thresholds met (basis not recorded)" in html
