@@ -37,8 +37,8 @@ the source's own value; ``loss.lambda_natural`` = 0 turns it off).
 Ladder (``DeidConfig.ladder``): the first natural iterate (k >= 1) whose score-A falls
 below each threshold is handed to ``on_rung`` (and listed in the result), as its context
 crop and, for sources with their photo, composited into the photo: what people judge then
-spans the boundary, not only the final output. It only reads the images, so the trajectory is the
-same with or without a ladder.
+spans the boundary, not only the final output. It only reads the images, so the trajectory
+is the same with or without a ladder.
 """
 
 from __future__ import annotations

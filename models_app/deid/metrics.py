@@ -82,14 +82,11 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 def face_colour(context: np.ndarray) -> dict[str, float]:
     """The face oval's mean a* and b* and its L* spread (standard deviation) in an aligned
-    300x300 context crop (the oval of :mod:`models_app.vision.battery`)."""
-    from models_app.vision.battery import FACE_ELLIPSE, ellipse_mask
-
-    lab = srgb_to_lab(context)
-    face = ellipse_mask(context.shape[:2], FACE_ELLIPSE) > 0.5
-    px = lab[face]
-    return {"a_mean": float(px[:, 1].mean()), "b_mean": float(px[:, 2].mean()),
-            "l_spread": float(px[:, 0].std())}
+    300x300 context crop (the oval of :mod:`models_app.vision.battery`): the loop's own
+    figure (:func:`face_colour_torch`, in float64), so a stored figure and the loop's gate
+    cannot disagree."""
+    t = torch.from_numpy(np.ascontiguousarray(context)).permute(2, 0, 1)[None].double()
+    return dict(zip(NATURAL_KEYS, face_colour_torch(t)[0].tolist(), strict=True))
 
 
 # The 1st and 99th percentiles of face_colour over 800 LFW View-2 images, spread over all

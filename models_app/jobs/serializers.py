@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import VERDICTS, DeidIteration, DeidJob  # noqa: F401  (VERDICTS: re-exported)
+from .models import DeidIteration, DeidJob
 
 
 class DeidIterationSerializer(serializers.ModelSerializer):

@@ -36,12 +36,16 @@ def test_face_colour_torch_is_the_numpy_figure_with_gradients(portrait_source):
     import torch
 
     from models_app.deid.metrics import NATURAL_KEYS, face_colour_torch
+    from models_app.vision.battery import FACE_ELLIPSE, ellipse_mask
 
     for img in (portrait_source.context, recolour(portrait_source.context, -90)):
         t = torch.from_numpy(img).permute(2, 0, 1)[None].double()
-        ref = face_colour(img)
-        np.testing.assert_allclose(face_colour_torch(t)[0].numpy(),
-                                   [ref[k] for k in NATURAL_KEYS], atol=1e-4)
+        # The reference: the standard (numpy) CIELAB of the oval's pixels.
+        px = srgb_to_lab(img)[ellipse_mask(img.shape[:2], FACE_ELLIPSE) > 0.5]
+        ref = [px[:, 1].mean(), px[:, 2].mean(), px[:, 0].std()]
+        np.testing.assert_allclose(face_colour_torch(t)[0].numpy(), ref, atol=1e-4)
+        got = face_colour(img)
+        np.testing.assert_allclose([got[k] for k in NATURAL_KEYS], ref, atol=1e-4)
     flat = torch.full((1, 3, 300, 300), 128.0, requires_grad=True)  # spread 0: still finite
     face_colour_torch(flat).sum().backward()
     assert torch.isfinite(flat.grad).all()

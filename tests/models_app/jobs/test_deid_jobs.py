@@ -235,7 +235,7 @@ def test_two_jobs_with_the_same_output_both_finish(source, proxy):
 def test_success_basis_and_stop_detail_say_what_a_verdict_rests_on():
     from types import SimpleNamespace as V
 
-    from models_app.jobs.serializers import VERDICTS
+    from models_app.jobs.models import VERDICTS
 
     assert runner.success_basis(None) == "prior_proxy"
     assert runner.success_basis(V(is_prior=True, metrics={})) == "prior_proxy"
