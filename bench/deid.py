@@ -56,6 +56,7 @@ from models_app.deid import (
     run_deid_batch,
     score_saved_output,
 )
+from models_app.deid.confirm import score_a_views
 from models_app.deid.metrics import mean_abs_change, ssim
 from models_app.deid.score_a import EnsembleScorer, HumanProxyScorer
 from models_app.proxy.data import PairTable
@@ -340,13 +341,18 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
     )
     s = torch.from_numpy(src.context).permute(2, 0, 1)[None].float()
     scores = {}
+    # The saved photo's score-A as the loop confirms it: the mean over its fresh crop and
+    # EOT views of it (one crop alone swings with a 2-pixel shift); ``_one``: that crop only.
+    views = cfg.eot.confirm_samples if cfg.eot.confirm_score_a else 0
     with torch.no_grad():
         for name, model in proxies.items():
             o = torch.from_numpy(res.context).permute(2, 0, 1)[None].float()
             scores[f"a_{name}"] = float(model(s, o))
             if ctx_fresh is not None:
                 of = torch.from_numpy(ctx_fresh).permute(2, 0, 1)[None].float()
-                scores[f"a_{name}_saved"] = float(model(s, of))
+                scores[f"a_{name}_saved_one"] = float(model(s, of))
+                gen = torch.Generator().manual_seed(len(key))
+                scores[f"a_{name}_saved"] = score_a_views(model, s, of, cfg.eot, gen, views)
     # The source's own figure beside the output's: the reference share (by construction
     # a few % of real LFW faces fall outside some 1st-99th percentile range).
     extra: dict = {"naturalness": naturalness(res.context),
@@ -372,6 +378,10 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
         "mac": mean_abs_change(src.context, res.context),
         "seconds": res.seconds,
         "iter_seconds": [r.seconds for r in res.records if r.iteration > 0],
+        # Candidates (one view under τA, score-B held) and the view means that confirmed or
+        # rejected them: how often one view was a lucky draw.
+        "a_candidates": [[r.score_a, r.confirm_score_a] for r in res.records
+                         if r.confirm_score_a is not None],
         **scores,
     }
 
@@ -388,10 +398,16 @@ def summarise(rows: list[dict], cfg: DeidConfig) -> dict:
     reasons: dict[str, int] = {}
     for r in rows:
         reasons[r["stop_reason"]] = reasons.get(r["stop_reason"], 0) + 1
+    cands = [c for r in rows for c in r.get("a_candidates", [])]
     return {
         "faces": n,
         "success_rate": len(succ) / n if n else None,
         "success_and_heldout_rate": len(held) / n if n else None,
+        "a_candidates": len(cands),
+        "a_candidates_rejected_by_views": sum(c[1] > cfg.tau_a for c in cands),
+        "a_candidates_view_mean_minus_draw_mean": (
+            float(np.mean([c[1] - c[0] for c in cands])) if cands else None),
+        "faces_with_a_candidate": sum(bool(r.get("a_candidates")) for r in rows),
         "stop_reasons": reasons,
         "iterations_mean": mean("iterations"),
         "iterations_median": float(np.median([r["iterations"] for r in rows])) if rows else None,

@@ -107,6 +107,11 @@ def summarise(rows: list[dict], seconds: float, cfg: DeidConfig) -> dict:
         "success_loop_proxy": float(np.mean([r["stop_reason"] == "success" for r in rows])),
         "success_heldout_proxy": float(np.mean([a and b for a, b in zip(held, b_ok,
                                                                           strict=True)])),
+        # The same on the saved photo's fresh crop alone (one view: how it was read before
+        # score-A was confirmed over views).
+        "success_heldout_proxy_one_crop": float(np.mean([
+            r.get("a_heldout_saved_one", r["a_heldout"]) <= cfg.tau_a and ok
+            for r, ok in zip(rows, b_ok, strict=True)])),
         "success_observers_all": float(np.mean([a and b for a, b in zip(all_obs, b_ok,
                                                                           strict=True)])),
         "success_observer": per_obs,

@@ -206,7 +206,8 @@ def job_detail(job_id: Any) -> DeidJob:
     ).get(pk=job_id)
 
 
-NOT_LOSS = {"success", "confirmed", "saved_score_a", "saved_score_b", "score_b_min"}
+NOT_LOSS = {"success", "confirmed", "confirm_score_a", "saved_score_a", "saved_score_b",
+            "score_b_min"}
 
 
 def job_trajectory(job: DeidJob) -> dict[str, Any]:

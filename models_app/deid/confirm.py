@@ -18,7 +18,7 @@ from models_app.vision import cfru as cfru_mod
 from models_app.vision import faces
 from models_app.vision.memo import ImageLru, image_key
 
-from .eot import to_uint8
+from .eot import EOTConfig, eot_contexts, to_uint8
 from .score_a import ScoreAProxy
 from .state import DeidSource
 
@@ -56,6 +56,27 @@ def final_score_b(
 
 
 @torch.no_grad()
+def score_a_views(
+    proxy: ScoreAProxy,
+    src_ctx: torch.Tensor,
+    ctx: torch.Tensor,
+    eot: EOTConfig | None = None,
+    gen: torch.Generator | None = None,
+    samples: int = 0,
+) -> float:
+    """Score-A of one context crop (1,3,300,300) float as its expectation over alignments:
+    the mean P(same) of the crop itself and ``samples`` EOT views of it (the jitter a fresh
+    alignment brings). Why: a proxy's P(same) of a changed face can swing by 0.5 under a
+    2-pixel shift, so one view below τA is a lucky draw, not a property of the image.
+    ``samples`` 0: the crop alone."""
+    views = [ctx]
+    if samples > 0 and eot is not None:
+        views += list(eot_contexts(ctx, eot, gen, samples=samples)[0].split(1))
+    # One call per view with the same source tensor: the proxy encodes the source once.
+    return float(np.mean([float(proxy(src_ctx, v)[0]) for v in views]))
+
+
+@torch.no_grad()
 def score_as_saved(
     out: torch.Tensor,
     source: DeidSource,
@@ -63,10 +84,15 @@ def score_as_saved(
     proxy: ScoreAProxy,
     final_ens: cfru_mod.CFRUEnsemble,
     blend: str = "rectangle",
+    *,
+    eot: EOTConfig | None = None,
+    gen: torch.Generator | None = None,
+    samples: int = 0,
 ) -> tuple[float, float]:
     """(score-A, score-B) of one output as it will be judged: composited into the photo,
     detected and aligned afresh; score-B by the final ensemble (the dlib runtime), score-A by
-    the proxy on the fresh context crop. No face found: (1.0, 0.0)."""
+    the proxy on the fresh context crop (with ``samples``: its mean over that crop and as many
+    EOT views of it, :func:`score_a_views`). No face found: (1.0, 0.0)."""
     assert source.photo is not None and source.box is not None and source.landmarks is not None
     ctx = to_uint8(out[None])[0]
     photo = source.composite_output(ctx, blend)
@@ -76,7 +102,7 @@ def score_as_saved(
     b = final_score_b(final_ens, source.chip, face.chip).score
     fresh = faces.context_crop(photo, face.box, face.landmarks)
     t = torch.from_numpy(fresh).to(src_ctx.device).permute(2, 0, 1)[None].float()
-    return float(proxy(src_ctx, t)[0]), float(b)
+    return score_a_views(proxy, src_ctx, t, eot, gen, samples), float(b)
 
 
 @dataclass

@@ -32,6 +32,10 @@ class EOTConfig:
     jpeg_prob: float = 0.5  # probability that a chip is JPEG re-encoded
     jpeg_quality: tuple[int, int] = (70, 95)
     confirm_samples: int = 4  # fresh transforms used to confirm a candidate success
+    # Score-A confirmed too: a candidate's mean P(same) over the plain output and those
+    # transforms (then over the saved photo's fresh crop and as many views of it) must be
+    # <= τA. Without it one lucky view decides (the loop draws a new one every iteration).
+    confirm_score_a: bool = True
     # Score-A through the same transform: the proxy sees the whole context crop jittered as
     # the EOT chip (which is then its central window), as a fresh alignment of the saved
     # photo would move it; without it the proxy sees the untransformed crop.

@@ -388,14 +388,18 @@ def run_deid_batch(
             margin_ok = margin_kept and natural_ok
             success = a <= cfg.tau_a and b_min >= cfg.tau_b and margin_ok
             confirmed = None
+            a_conf: float | None = None
             if success and cfg.eot.confirm_samples > 0:
-                b_conf = _confirm(out[j : j + 1], i, net, scorer, cfg, gen)
+                a_conf, b_conf = _confirm(out[j : j + 1], src_ctx[i : i + 1], i, net, scorer,
+                                          proxy, cfg, gen)
                 b_min = min(b_min, b_conf)
-                confirmed = success = b_conf >= cfg.tau_b
+                confirmed = success = b_conf >= cfg.tau_b and (
+                    a_conf is None or a_conf <= cfg.tau_a)
             saved: tuple[float, float] | None = None
             if success and final_ens is not None and sources[i].photo is not None:
+                views = cfg.eot.confirm_samples if cfg.eot.confirm_score_a else 0
                 saved = score_as_saved(out[j], sources[i], src_ctx[i : i + 1], proxy, final_ens,
-                                       blend=cfg.blend)
+                                       blend=cfg.blend, eot=cfg.eot, gen=gen, samples=views)
                 confirmed = success = saved[0] <= cfg.tau_a and saved[1] >= cfg.tau_b
             g = 0.0 if success else max(_objective(a, b_min, cfg), 1e-9)
             history[i].append(g)
@@ -412,13 +416,18 @@ def run_deid_batch(
                 confirmed=confirmed,
                 change=param.describe(theta[i : i + 1]),
                 seconds=last_seconds[0],
+                confirm_score_a=a_conf,
                 saved_score_a=None if saved is None else saved[0],
                 saved_score_b=None if saved is None else saved[1],
             )
             had_margin = bool(best[i].get("margin_ok", True))
             if (margin_ok and not had_margin) or (margin_ok == had_margin and (
                     g < best[i]["objective"] or (success and best[i]["objective"] > 0))):
-                best[i] = {"objective": g, "iteration": it, "score_a": a, "score_b": b_min,
+                # A success reports its confirmed score-A (the expectation over views of
+                # the saved photo), not the one view that made it a candidate.
+                a_best = a if not success else saved[0] if saved else a_conf if (
+                    a_conf is not None) else a
+                best[i] = {"objective": g, "iteration": it, "score_a": a_best, "score_b": b_min,
                            "margin_ok": margin_ok, "margin_kept": margin_kept,
                            "natural": natural_ok}
                 best_images[i] = out[j].detach().round().to(torch.uint8).cpu()
@@ -529,18 +538,29 @@ def _rungs(
 @torch.no_grad()
 def _confirm(
     out: torch.Tensor,
+    src: torch.Tensor,
     face: int,
     net: torch.nn.Module,
     scorer: _Scorer,
+    proxy: ScoreAProxy,
     cfg: DeidConfig,
     gen: torch.Generator,
-) -> float:
-    """Worst score-B over fresh EOT chips plus the plain central chip of one output."""
+) -> tuple[float | None, float]:
+    """(score-A, score-B) of one output over fresh EOT transforms plus the plain output:
+    score-B the worst of the chips; score-A the mean P(same) of the views (the expectation
+    the loop descends; None when ``eot.confirm_score_a`` is off, and then the chips are drawn
+    as before it existed)."""
     k = cfg.eot.confirm_samples
-    chips = torch.cat([central_chip(out), eot_chips(out, cfg.eot, gen, samples=k)])
+    if cfg.eot.confirm_score_a:
+        views, chips = eot_contexts(out, cfg.eot, gen, samples=k)
+        a: float | None = float(np.mean(
+            [float(proxy(src, v)[0]) for v in [out, *views.split(1)]]))
+    else:
+        a, chips = None, eot_chips(out, cfg.eot, gen, samples=k)
+    chips = torch.cat([central_chip(out), chips])
     emb = net(chips)
     scores = scorer.score([face], k + 1, chips, emb)[0]
-    return float(min(s.score for s in scores))
+    return a, float(min(s.score for s in scores))
 
 
 def _finite_grad(theta: torch.Tensor) -> None:

@@ -112,7 +112,11 @@ class IterationRecord:
     confirmed: bool | None  # None: no confirmation ran on this record
     change: dict[str, float]
     seconds: float
-    saved_score_a: float | None = None  # from the saved-file confirmation, when it ran
+    # Mean P(same) over the plain output and its confirmation views, when that ran.
+    confirm_score_a: float | None = None
+    # From the saved-file confirmation, when it ran (the mean over the fresh crop and as
+    # many views of it, with ``eot.confirm_score_a``).
+    saved_score_a: float | None = None
     saved_score_b: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from models_app.deid.config import DeidConfig
+from models_app.deid.confirm import score_a_views
 from models_app.deid.eot import straight_round, to_uint8
 from models_app.deid.loop import joint_pass_ok, network_pass
 from models_app.deid.loss import LossTerms, deid_loss
@@ -234,10 +235,18 @@ def evaluate_generator(
     scorer = _ScoreB(cfg, net)
     a_all: list[float] = []
     b_all: list[float] = []
+    # Score-A as a job confirms it: the mean over the output and fresh EOT views (the same
+    # draws every epoch, so epochs compare on equal terms).
+    views = cfg.eot.confirm_samples if cfg.eot.confirm_score_a else 0
+    gen = torch.Generator().manual_seed(0)
     for i in range(0, len(faces), batch):
         ctx, mask = faces.take(slice(i, i + batch), device)
         out = model.render(ctx, model(ctx), mask).round()
-        a_all += [float(x) for x in proxy(ctx, out)]
+        if views:
+            a_all += [score_a_views(proxy, ctx[j : j + 1], out[j : j + 1], cfg.eot, gen, views)
+                      for j in range(ctx.shape[0])]
+        else:
+            a_all += [float(x) for x in proxy(ctx, out)]
         b_all += scorer.scores(central_chip(ctx), central_chip(out))
     model.train(was_training)
     ok = [a <= cfg.tau_a and b >= cfg.tau_b for a, b in zip(a_all, b_all, strict=True)]

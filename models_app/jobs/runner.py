@@ -104,6 +104,7 @@ def _record(job: DeidJob, rec, checkpoint, rungs=()) -> None:
                 "score_a": rec.score_a, "score_b": rec.score_b, "seconds": rec.seconds,
                 "loss": {**rec.loss, "objective": rec.objective, "score_b_min": rec.score_b_min,
                          "success": rec.success, "confirmed": rec.confirmed,
+                         "confirm_score_a": rec.confirm_score_a,
                          "saved_score_a": rec.saved_score_a,
                          "saved_score_b": rec.saved_score_b, **{
                              f"change_{k}": v for k, v in rec.change.items()}},

@@ -52,13 +52,43 @@ def test_success_stops_and_records_every_iteration(synthetic_context):
     first, last = records[0], records[-1]
     assert first.iteration == 0 and first.score_a > 0.9  # the unmodified source
     assert last.success and last.confirmed and last.score_a <= 0.6 and last.score_b_min >= 0.5
-    assert res.best_iteration == last.iteration and res.score_a == pytest.approx(last.score_a)
+    # The result reports the confirmed score-A (mean over the output and its views), which
+    # is what made the record a success.
+    assert last.confirm_score_a is not None and last.confirm_score_a <= 0.6
+    assert res.best_iteration == last.iteration
+    assert res.score_a == pytest.approx(last.confirm_score_a)
     assert {"theta0_distance", "score_a_term", "formula_a", "prior", "tap_stem"} <= set(last.loss)
     assert last.per_cfru[0]["name"] == "torch_dlib_resnet_v1"
     assert res.context.shape == (300, 300, 3) and res.context.dtype == np.uint8
     assert not np.array_equal(res.context, synthetic_context)
     assert res.photo is None  # no photo given: nothing to composite
     assert states[-1]().done == [deid.STOP_SUCCESS]
+
+
+class LuckyViewProxy:
+    """P(same) 0.1 in the loop's differentiable pass and 0.9 on every other view: a proxy
+    fooled by one view only (what a lucky EOT draw looks like from the loop)."""
+
+    def __call__(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        p = 0.1 if torch.is_grad_enabled() else 0.9
+        return p + 0.0 * out.mean(dim=(1, 2, 3))
+
+
+def test_score_a_is_confirmed_over_views_not_one_lucky_view(synthetic_context, tiny_cfru):
+    src = deid.DeidSource(synthetic_context)
+    res = deid.run_deid(src, LuckyViewProxy(), _cfg(max_iterations=3), device="cpu",
+                        network=tiny_cfru)
+    # Every record was a candidate (A 0.1 in the pass, B holds) and none is confirmed.
+    assert res.stop_reason == deid.STOP_MAX_ITERATIONS
+    assert all(r.confirmed is False and not r.success for r in res.records)
+    assert all(r.score_a == pytest.approx(0.1) for r in res.records)
+    assert all(r.confirm_score_a == pytest.approx(0.9) for r in res.records)
+    # The check switched off: the one view decides, as it did before the check existed.
+    eot = EOTConfig(jpeg_prob=0.5, confirm_samples=2, confirm_score_a=False)
+    res = deid.run_deid(src, LuckyViewProxy(), _cfg(max_iterations=3, eot=eot), device="cpu",
+                        network=tiny_cfru)
+    assert res.stop_reason == deid.STOP_SUCCESS and res.iterations == 0
+    assert res.records[0].confirm_score_a is None and res.score_a == pytest.approx(0.1)
 
 
 def test_max_iterations_and_convergence(synthetic_context, tiny_cfru):
