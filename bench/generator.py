@@ -214,6 +214,9 @@ def main() -> None:
     ap.add_argument("--proxy-cache", default="", help="bench.proxy_quality's cache ('': none)")
     ap.add_argument("--faces", type=int, default=16, help="test faces (folds 8-9 subjects)")
     ap.add_argument("--train-faces", type=int, default=48)
+    ap.add_argument("--train-pool", choices=("proxy", "all"), default="proxy",
+                    help="generator training subjects: those of the proxy's pairs of folds "
+                    "0-3, or every subject of those folds")
     ap.add_argument("--held-out-faces", type=int, default=8, help="the generator's held-out")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -254,7 +257,14 @@ def main() -> None:
     # halves), test faces from folds 8-9 subjects.
     gen_subjects = sorted({s for f in LOOP_FOLDS for s in folds[f].subjects})
     half = len(gen_subjects) * 4 // 5
-    train_src = benchmark_faces(args.lfw, args.train_faces, set(gen_subjects[:half]))
+    train_subjects = set(gen_subjects[:half])
+    if args.train_pool == "all":
+        # Every subject of folds 0-3's pairs (not only the proxy's --pairs-per-fold sample),
+        # the held-out subjects excepted: more faces for the generator, same disjointness.
+        every = lfw_folds(args.lfw, 0)
+        train_subjects = {s for f in LOOP_FOLDS for s in every[f].subjects} - set(
+            gen_subjects[half:])
+    train_src = benchmark_faces(args.lfw, args.train_faces, train_subjects)
     held_src = benchmark_faces(args.lfw, args.held_out_faces, set(gen_subjects[half:]))
     test_subjects = {s for f in BENCH_FOLDS for s in folds[f].subjects}
     sources = benchmark_faces(args.lfw, args.faces, test_subjects)
@@ -315,7 +325,8 @@ def main() -> None:
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "host": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__},
         "faces": len(sources),
-        "train_faces": len(train_src), "held_out_faces": len(held_src),
+        "train_faces": len(train_src), "train_pool": args.train_pool,
+        "held_out_faces": len(held_src),
         "max_iterations": args.max_iterations,
         "config_overrides": json.loads(args.config),
         "train_config_overrides": json.loads(args.train_config),
