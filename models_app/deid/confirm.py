@@ -72,6 +72,12 @@ def score_a_views(
     views = [ctx]
     if samples > 0 and eot is not None:
         views += list(eot_contexts(ctx, eot, gen, samples=samples)[0].split(1))
+    return mean_p_same(proxy, src_ctx, views)
+
+
+@torch.no_grad()
+def mean_p_same(proxy: ScoreAProxy, src_ctx: torch.Tensor, views: list[torch.Tensor]) -> float:
+    """The proxy's mean P(same) of the source (1,3,300,300) against each view."""
     # One call per view with the same source tensor: the proxy encodes the source once.
     return float(np.mean([float(proxy(src_ctx, v)[0]) for v in views]))
 

@@ -56,7 +56,7 @@ from models_app.vision.chips import central_chip
 from models_app.vision.dlib_resnet import get_dlib_resnet
 
 from .config import DeidConfig
-from .confirm import FINAL_ENSEMBLE, score_as_saved
+from .confirm import FINAL_ENSEMBLE, mean_p_same, score_as_saved
 from .eot import eot_chips, eot_contexts, straight_round, to_uint8
 from .loss import LossTerms, deid_loss
 from .metrics import face_colour_torch, natural_bounds, natural_excess
@@ -425,8 +425,11 @@ def run_deid_batch(
                     g < best[i]["objective"] or (success and best[i]["objective"] > 0))):
                 # A success reports its confirmed score-A (the expectation over views of
                 # the saved photo), not the one view that made it a candidate.
-                a_best = a if not success else saved[0] if saved else a_conf if (
-                    a_conf is not None) else a
+                a_best = a
+                if success and saved is not None:
+                    a_best = saved[0]
+                elif success and a_conf is not None:
+                    a_best = a_conf
                 best[i] = {"objective": g, "iteration": it, "score_a": a_best, "score_b": b_min,
                            "margin_ok": margin_ok, "margin_kept": margin_kept,
                            "natural": natural_ok}
@@ -553,8 +556,7 @@ def _confirm(
     k = cfg.eot.confirm_samples
     if cfg.eot.confirm_score_a:
         views, chips = eot_contexts(out, cfg.eot, gen, samples=k)
-        a: float | None = float(np.mean(
-            [float(proxy(src, v)[0]) for v in [out, *views.split(1)]]))
+        a: float | None = mean_p_same(proxy, src, [out, *views.split(1)])
     else:
         a, chips = None, eot_chips(out, cfg.eot, gen, samples=k)
     chips = torch.cat([central_chip(out), chips])
