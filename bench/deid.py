@@ -342,7 +342,8 @@ def evaluate(src: DeidSource, res: DeidResult, out_dir: Path, key: str, proxies,
     s = torch.from_numpy(src.context).permute(2, 0, 1)[None].float()
     scores = {}
     # The saved photo's score-A as the loop confirms it: the mean over its fresh crop and
-    # EOT views of it (one crop alone swings with a 2-pixel shift); ``_one``: that crop only.
+    # EOT views of it (one crop alone swings with a fresh alignment's jitter); ``_one``: that
+    # crop only.
     views = cfg.eot.confirm_samples if cfg.eot.confirm_score_a else 0
     with torch.no_grad():
         for name, model in proxies.items():

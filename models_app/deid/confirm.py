@@ -66,8 +66,9 @@ def score_a_views(
 ) -> float:
     """Score-A of one context crop (1,3,300,300) float as its expectation over alignments:
     the mean P(same) of the crop itself and ``samples`` EOT views of it (the jitter a fresh
-    alignment brings). Why: a proxy's P(same) of a changed face can swing by 0.5 under a
-    2-pixel shift, so one view below τA is a lucky draw, not a property of the image.
+    alignment brings). Why: a proxy's P(same) of a changed face can swing by 0.5 across such
+    views (a few pixels, 2°, 3 %), so one view below τA is a lucky draw, not a property of
+    the image.
     ``samples`` 0: the crop alone."""
     views = [ctx]
     if samples > 0 and eot is not None:
