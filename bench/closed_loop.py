@@ -290,14 +290,42 @@ def phase_series(args: argparse.Namespace) -> dict[str, Any]:
         nxt = Round.objects.filter(previous=rnd).first()
         if nxt is None:
             break
+        if args.force_promote:
+            _force_promote(rnd)
         rnd = nxt
     series_s = time.perf_counter() - t_series
     all_rounds = list(Round.objects.filter(series=series).order_by("number"))
     sampling = active_vs_uniform(all_rounds, args)
     cross = cross_row(all_rounds[-1], args.all_observers)
+    # Whose proxy made the outputs the row judges: the table tests learning from X's
+    # judgments only when that proxy was trained on them (not the natural-pairs prior).
+    made_with = all_rounds[-1].proxy_before
+    cross["_proxy"] = {"version": made_with.number if made_with else None,
+                       "prior": bool(made_with.is_prior) if made_with else None}
+    if args.prior_row:
+        t0 = time.perf_counter()
+        cross["_prior_row"] = prior_row(all_rounds[-1], args.all_observers)
+        log(f"{observer}: the last round's faces with the prior: {cross['_prior_row']} "
+            f"({time.perf_counter() - t0:.0f} s)")
     gallery = make_gallery(all_rounds, Path(args.gallery) / _slug(observer)) if args.gallery else None
     return {"observer": observer, "rounds": rounds, "series_seconds": round(series_s, 1),
             "active_vs_uniform": sampling, "cross": cross, "gallery": gallery}
+
+
+def _force_promote(rnd) -> None:
+    """The operator's override (``--force-promote``): promote the version this round
+    trained even when its gate refused it, so the next round's outputs are made with a proxy
+    trained on every judgment so far. An experimental arm: it separates "does training on
+    judgments help" from "does the gate let it through"."""
+    from models_app.training.models import ModelKind, ModelVersion
+    from models_app.training.registry import promote
+
+    number = (rnd.report.get("proxy_after") or {}).get("version")
+    version = ModelVersion.objects.filter(kind=ModelKind.HUMAN_PROXY, number=number).first()
+    if version is not None and version.status != ModelVersion.Status.PROMOTED:
+        promote(version, force=True)
+        log(f"round {rnd.number}: v{number} promoted by force (its gate: "
+            f"{(rnd.report.get('gate') or {}).get('passed')})")
 
 
 def _slug(s: str) -> str:
@@ -496,12 +524,20 @@ def _pair_images(r: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 def cross_row(last_round, observers: list[str]) -> dict[str, Any]:
     """The last round's final outputs judged by each observer's own P(same) (no rater
     noise): success = P(same) < 0.5 and the saved file's score-B ≥ τB."""
+    return judge_batch(last_round.batch_id, _tau_b(last_round), observers)
+
+
+def _tau_b(rnd) -> float:
+    return float(rnd.config["job_params"].get("tau_b", 0.5))
+
+
+def judge_batch(batch_id, tau_b: float, observers: list[str]) -> dict[str, Any]:
+    """A batch's final outputs judged by each observer (see :func:`cross_row`)."""
     from models_app.faces.selectors import load_rgb_array
     from models_app.jobs.models import DeidJob
     from ratings.observers import judge, load_observer
 
-    tau_b = float(last_round.config["job_params"].get("tau_b", 0.5))
-    jobs = [j for j in DeidJob.objects.filter(batch_id=last_round.batch_id)
+    jobs = [j for j in DeidJob.objects.filter(batch_id=batch_id)
             .select_related("source", "output")]
     row: dict[str, Any] = {}
     for name in observers:
@@ -515,6 +551,34 @@ def cross_row(last_round, observers: list[str]) -> dict[str, Any]:
             wins += bool(p < 0.5 and job.final_score_b >= tau_b)
         row[name] = round(wins / len(jobs), 4) if jobs else None
     return row
+
+
+def prior_row(last_round, observers: list[str]) -> dict[str, Any] | None:
+    """The last round's faces made again with the natural-pairs prior, judged like the cross
+    row: the baseline a proxy trained on judgments is read against, on the same faces. The
+    prior is promoted (forced, the operator's rollback) for this one batch, then the series'
+    own version again."""
+    from models_app.jobs.models import DeidJob
+    from models_app.jobs.services import create_batch
+    from models_app.training.models import ModelKind, ModelVersion
+    from models_app.training.registry import promote
+
+    kind = ModelKind.HUMAN_PROXY
+    current = ModelVersion.objects.get(kind=kind, status=ModelVersion.Status.PROMOTED)
+    prior = ModelVersion.objects.filter(kind=kind, is_prior=True).order_by("number").first()
+    if prior is None:
+        return None
+    if prior.pk == current.pk:
+        return {**cross_row(last_round, observers), "_same_batch": True}
+    promote(prior, force=True)
+    try:
+        batch = create_batch(images=list(last_round.faces.all()),
+                             params=last_round.config["job_params"])
+        while DeidJob.objects.filter(batch_id=batch.pk, status__in=DeidJob.ACTIVE).exists():
+            time.sleep(2.0)
+    finally:
+        promote(ModelVersion.objects.get(pk=current.pk), force=True)
+    return judge_batch(batch.pk, _tau_b(last_round), observers)
 
 
 def make_gallery(rounds, folder: Path) -> str:
@@ -577,6 +641,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--worker-threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior-row", action="store_true",
+                    help="also make the last round's faces with the natural-pairs prior and "
+                    "judge them like the cross table (the same-faces baseline)")
+    ap.add_argument("--force-promote", action="store_true",
+                    help="promote each round's retrained proxy even if its gate refuses it (an "
+                    "operator's override; the cross-observer table then always judges outputs "
+                    "made with a proxy trained on the observer's own crowd)")
     ap.add_argument("--gallery", default="/tmp/closed_loop_gallery")
     ap.add_argument("--phase", choices=["main", "setup", "series"], default="main",
                     help=argparse.SUPPRESS)
@@ -606,7 +677,8 @@ def main() -> None:
               "--epochs", str(args.epochs), "--natural-weight", str(args.natural_weight),
               "--train-config", args.train_config, "--extra-subjects", str(args.extra_subjects),
               "--concurrency", str(args.concurrency), "--seed", str(args.seed),
-              "--gallery", args.gallery]
+              "--gallery", args.gallery, *(["--force-promote"] if args.force_promote else []),
+              *(["--prior-row"] if args.prior_row else [])]
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(args, Path(tmp))
         try:
@@ -629,6 +701,8 @@ def main() -> None:
         finally:
             stack.stop_all()
             stack.drop_all()
+    made_with = {s["observer"]: s["cross"].pop("_proxy", None) for s in series}
+    with_prior = {s["observer"]: s["cross"].pop("_prior_row", None) for s in series}
     cross = {s["observer"]: s["cross"] for s in series}
     diag = [cross[o][o] for o in observers if cross[o].get(o) is not None]
     off = [cross[x][y] for x in observers for y in observers
@@ -649,7 +723,9 @@ def main() -> None:
         "simulated_crowd": True, "rounds": args.rounds, "faces": args.faces,
         "raters": args.raters, "mix": args.mix, "observers": observers, "setup": setup,
         "summary": summary,
-        "cross_observer": {"table": cross,
+        "force_promote": args.force_promote,
+        "cross_observer": {"table": cross, "outputs_made_with": made_with,
+                           "same_faces_with_prior": with_prior,
                            "diagonal_mean": round(float(np.mean(diag)), 4) if diag else None,
                            "off_diagonal_mean": round(float(np.mean(off)), 4) if off else None},
         "series": series, "seconds": round(time.perf_counter() - started, 1),

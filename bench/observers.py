@@ -160,6 +160,9 @@ def main() -> None:
     emit(result)
 
 
+TAU_A = 0.3  # DeidConfig.tau_a's default
+
+
 def ceiling(p_same: np.ndarray, same: np.ndarray, votes: int, rng: np.random.Generator,
             draws: int = 50) -> dict[str, float]:
     """How often the observer, and a simulated crowd answering from it, call a pair
@@ -185,6 +188,12 @@ def ceiling(p_same: np.ndarray, same: np.ndarray, votes: int, rng: np.random.Gen
             "different_pairs_crowd_majority_different": round(float(majority[~same].mean()), 4),
             "same_pairs_observer_says_different": round(float(np.mean(p_same[same] < 0.5)), 4),
             "same_pairs_crowd_majority_different": round(float(majority[same].mean()), 4),
+            # How often the observer itself puts two different people at or under the
+            # loop's τA: a proxy calibrated to it would call an output that looks like
+            # another person, and no more, a success only this often.
+            "different_pairs_observer_p_le_tau_a": round(float(np.mean(p_same[~same] <= TAU_A)), 4),
+            "same_pairs_observer_p_le_tau_a": round(float(np.mean(p_same[same] <= TAU_A)), 4),
+            "tau_a": TAU_A,
             "votes": votes}
 
 

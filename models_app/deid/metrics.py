@@ -13,8 +13,10 @@ import torch.nn.functional as F
 
 
 def _as_nchw(img: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
-    t = t.detach().to(torch.float64)
+    if isinstance(img, torch.Tensor):
+        t = img.detach().to(torch.float64)
+    else:  # a float64 copy: read-only arrays (decoded files, views) are fine
+        t = torch.from_numpy(np.array(img, dtype=np.float64))
     if t.dim() == 2:
         t = t[None, None]
     elif t.dim() == 3:  # HxWxC

@@ -81,8 +81,10 @@ def run_generator(
     if hybrid:
         return run_deid_batch(sources, proxy, cfg, init_params=theta, device=device,
                               should_stop=should_stop, **loop_kwargs)
-    results = run_deid_batch(sources, proxy, cfg, init_params=theta, device=device,
-                             should_stop=lambda: True, **loop_kwargs)
+    # One record and no step: no autograd graph to build (about 8 % of the pass's CPU).
+    with torch.no_grad():
+        results = run_deid_batch(sources, proxy, cfg, init_params=theta, device=device,
+                                 should_stop=lambda: True, **loop_kwargs)
     for r in results:
         if r.stop_reason == STOP_CANCELLED:
             r.stop_reason = STOP_SINGLE_PASS
