@@ -300,16 +300,18 @@ def phase_series(args: argparse.Namespace) -> dict[str, Any]:
     # Whose proxy made the outputs the row judges: the table tests learning from X's
     # judgments only when that proxy was trained on them (not the natural-pairs prior).
     made_with = all_rounds[-1].proxy_before
-    cross["_proxy"] = {"version": made_with.number if made_with else None,
+    cross_made_with = {"version": made_with.number if made_with else None,
                        "prior": bool(made_with.is_prior) if made_with else None}
+    with_prior = None
     if args.prior_row:
         t0 = time.perf_counter()
-        cross["_prior_row"] = prior_row(all_rounds[-1], args.all_observers)
-        log(f"{observer}: the last round's faces with the prior: {cross['_prior_row']} "
+        with_prior = prior_row(all_rounds[-1], args.all_observers)
+        log(f"{observer}: the last round's faces with the prior: {with_prior} "
             f"({time.perf_counter() - t0:.0f} s)")
     gallery = make_gallery(all_rounds, Path(args.gallery) / _slug(observer)) if args.gallery else None
     return {"observer": observer, "rounds": rounds, "series_seconds": round(series_s, 1),
-            "active_vs_uniform": sampling, "cross": cross, "gallery": gallery}
+            "active_vs_uniform": sampling, "cross": cross, "cross_made_with": cross_made_with,
+            "cross_with_prior": with_prior, "gallery": gallery}
 
 
 def _force_promote(rnd) -> None:
@@ -577,7 +579,7 @@ def prior_row(last_round, observers: list[str]) -> dict[str, Any] | None:
         while DeidJob.objects.filter(batch_id=batch.pk, status__in=DeidJob.ACTIVE).exists():
             time.sleep(2.0)
     finally:
-        promote(ModelVersion.objects.get(pk=current.pk), force=True)
+        promote(current, force=True)
     return judge_batch(batch.pk, _tau_b(last_round), observers)
 
 
@@ -701,8 +703,6 @@ def main() -> None:
         finally:
             stack.stop_all()
             stack.drop_all()
-    made_with = {s["observer"]: s["cross"].pop("_proxy", None) for s in series}
-    with_prior = {s["observer"]: s["cross"].pop("_prior_row", None) for s in series}
     cross = {s["observer"]: s["cross"] for s in series}
     diag = [cross[o][o] for o in observers if cross[o].get(o) is not None]
     off = [cross[x][y] for x in observers for y in observers
@@ -724,8 +724,11 @@ def main() -> None:
         "raters": args.raters, "mix": args.mix, "observers": observers, "setup": setup,
         "summary": summary,
         "force_promote": args.force_promote,
-        "cross_observer": {"table": cross, "outputs_made_with": made_with,
-                           "same_faces_with_prior": with_prior,
+        "cross_observer": {"table": cross,
+                           "outputs_made_with": {s["observer"]: s["cross_made_with"]
+                                                 for s in series},
+                           "same_faces_with_prior": {s["observer"]: s["cross_with_prior"]
+                                                     for s in series},
                            "diagonal_mean": round(float(np.mean(diag)), 4) if diag else None,
                            "off_diagonal_mean": round(float(np.mean(off)), 4) if off else None},
         "series": series, "seconds": round(time.perf_counter() - started, 1),

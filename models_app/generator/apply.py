@@ -81,7 +81,7 @@ def run_generator(
     if hybrid:
         return run_deid_batch(sources, proxy, cfg, init_params=theta, device=device,
                               should_stop=should_stop, **loop_kwargs)
-    # One record and no step: no autograd graph to build (about 8 % of the pass's CPU).
+    # One record and no step: no autograd graph to build (6–8 % of the pass's CPU).
     with torch.no_grad():
         results = run_deid_batch(sources, proxy, cfg, init_params=theta, device=device,
                                  should_stop=lambda: True, **loop_kwargs)
