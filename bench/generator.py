@@ -66,7 +66,8 @@ from models_app.generator import (
     run_generator,
     train_generator,
 )
-from models_app.generator.apply import config_for
+from models_app.generator.apply import HYBRID_OUTPUT, HYBRID_STARTS, config_for
+from models_app.generator.io import generator_meta, generator_to_bytes, load_generator
 
 QUICK = {
     "pairs_per_fold": 20,
@@ -126,6 +127,9 @@ def summarise(rows: list[dict], seconds: float, cfg: DeidConfig) -> dict:
                                  for o in names},
         "final_b_mean": float(np.mean([r["final_b"] for r in rows])),
         "ssim_mean": float(np.mean([r["ssim"] for r in rows])),
+        # Face colour inside LFW's range (metrics.naturalness): stacked changes (the hybrid
+        # from the generator's output) could leave it.
+        "natural_share": float(np.mean([r["naturalness"]["natural"] for r in rows])),
     }
 
 
@@ -138,16 +142,17 @@ def run_method(method, model, sources, loop_proxy, cfg, args):
 
     if method == "hybrid" and args.hybrid_max_iterations:
         cfg = dataclasses.replace(cfg, max_iterations=args.hybrid_max_iterations)
+    batch = (args.generator_batch if method == "generator" else args.loop_batch) or args.batch
     clear_memo()
     out, t0, c0 = {}, time.perf_counter(), time.process_time()
-    for i in range(0, len(sources), args.batch):
-        chunk = sources[i : i + args.batch]
+    for i in range(0, len(sources), batch):
+        chunk = sources[i : i + batch]
         srcs = [s for _, s in chunk]
         if method == "iterative":
             res = run_deid_batch(srcs, loop_proxy, cfg, device="cpu")
         else:
             res = run_generator(model, srcs, loop_proxy, cfg, hybrid=method == "hybrid",
-                                device="cpu")
+                                hybrid_start=args.hybrid_start, device="cpu")
         out.update({k: r for (k, _), r in zip(chunk, res, strict=True)})
         log(f"{method}: {len(out)}/{len(sources)} faces")
     return out, time.perf_counter() - t0, time.process_time() - c0
@@ -228,10 +233,19 @@ def main() -> None:
                     "of the per-face scores, or 'mean' (the rule before session 3)")
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8, help="faces per batch at test time")
+    ap.add_argument("--generator-batch", type=int, default=None,
+                    help="faces per single pass (default --batch; the platform's batch jobs "
+                    "take up to jobs.runner.GENERATOR_BATCH = 32 faces a pass)")
+    ap.add_argument("--loop-batch", type=int, default=None,
+                    help="faces per loop batch, iterative and hybrid (default --batch; the "
+                    "platform runs one face per job)")
     ap.add_argument("--max-iterations", type=int, default=90, help="the loop's (and hybrid's)")
     ap.add_argument("--hybrid-max-iterations", type=int, default=None,
                     help="the hybrid's own budget (default: the loop's). Half the loop's "
                     "tests the target directly: as successful as the loop on half its budget")
+    ap.add_argument("--hybrid-start", choices=HYBRID_STARTS, default=HYBRID_OUTPUT,
+                    help="the hybrid's start: the generator's output image as the loop's "
+                    "base (output) or its parameters as the loop's first (params)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default="{}", help="job parameters (JSON) over the defaults")
     ap.add_argument("--train-config", default="{}",
@@ -243,6 +257,10 @@ def main() -> None:
                     "'{\"fusion\": \"mlp\"}')")
     ap.add_argument("--gallery", type=Path, default=Path("/tmp/generator_gallery.png"))
     ap.add_argument("--gallery-rows", type=int, default=8)
+    ap.add_argument("--generator-file", type=Path, default=None,
+                    help="a generator file (models_app.generator.io): loaded if it exists, "
+                    "written after training if not, so a rerun on the same faces scores "
+                    "the same generator without training it again")
     ap.set_defaults(pairs_per_fold=60)
     args = parse_args(ap, QUICK)
     require_lfw(args.lfw, "lfw-deepfunneled")
@@ -287,17 +305,34 @@ def main() -> None:
                               stop=StopRules(max_epochs=args.epochs, score_a_quantile=q))
     train_cfg = DeidConfig.from_dict({**json.loads(args.config), **json.loads(args.train_config),
                                       "max_iterations": args.max_iterations})
-    t0 = time.perf_counter()
-    trained = train_generator(
-        face_set(train_src), face_set(held_src), loop_proxy, train_cfg, tc,
-        GeneratorConfig.for_deid(cfg),
-        on_epoch=lambda r, cp: log(f"epoch {r['epoch']}: {json.dumps(r['held_out'])}") or True,
-        device="cpu",
-    )
-    train_seconds = time.perf_counter() - t0
-    model = trained.model
-    log(f"generator trained in {train_seconds:.0f} s, stop {trained.stop_reason} "
-        f"{json.dumps(trained.stop_detail)}")
+    gen_file = args.generator_file
+    if gen_file is not None and gen_file.exists():
+        # The training figures are the file's (the run that wrote it), not re-measured.
+        model = load_generator(gen_file.read_bytes())
+        training = {**generator_meta(gen_file.read_bytes()), "loaded_from": str(gen_file)}
+        log(f"generator loaded from {gen_file}")
+    else:
+        t0 = time.perf_counter()
+        trained = train_generator(
+            face_set(train_src), face_set(held_src), loop_proxy, train_cfg, tc,
+            GeneratorConfig.for_deid(cfg),
+            on_epoch=lambda r, cp: log(f"epoch {r['epoch']}: {json.dumps(r['held_out'])}")
+            or True,
+            device="cpu",
+        )
+        train_seconds = time.perf_counter() - t0
+        model = trained.model
+        log(f"generator trained in {train_seconds:.0f} s, stop {trained.stop_reason} "
+            f"{json.dumps(trained.stop_detail)}")
+        training = {"seconds": round(train_seconds, 1), "stop_reason": trained.stop_reason,
+                    "stop_detail": trained.stop_detail, "lr": args.lr,
+                    "epochs": trained.epochs, "best_epoch": trained.best_epoch,
+                    "images": trained.images, "held_out": trained.held_out,
+                    "history": [{"epoch": h["epoch"], **h["held_out"]}
+                                for h in trained.history]}
+        if gen_file is not None:
+            gen_file.parent.mkdir(parents=True, exist_ok=True)
+            gen_file.write_bytes(generator_to_bytes(model, training))
 
     results, rows, outputs, summary = {}, {}, {}, {}
     out_root = args.cache / "outputs"
@@ -319,6 +354,12 @@ def main() -> None:
         summary[method]["faces_per_cpu_s"] = len(sources) / cpu if cpu else None
         log(f"{method}: {json.dumps(summary[method])}")
     bare = bare_pass_seconds(model, sources, cfg)
+    # How face-specific the predictions are, and how many sit where tanh saturates (no
+    # gradient reaches them: the hybrid from parameters cannot move them).
+    sq = torch.tanh(predict_params(model, [s for _, s in sources], "cpu"))
+    theta_stats = {"tanh_abs_mean": float(sq.abs().mean()),
+                   "saturated_share": float((sq.abs() > 0.99).float().mean()),
+                   "across_face_std": float(sq.std(0).mean())}
     summary["generator"]["bare_pass_faces_per_s"] = len(sources) / bare
     summary["generator"]["dlib_runtime_s_per_chip"] = dlib_runtime_chip_seconds(sources)
     it_s, gen_s = summary["iterative"]["faces_per_s"], summary["generator"]["faces_per_s"]
@@ -335,17 +376,16 @@ def main() -> None:
         "held_out_faces": len(held_src),
         "max_iterations": args.max_iterations,
         "hybrid_max_iterations": args.hybrid_max_iterations or args.max_iterations,
+        "hybrid_start": args.hybrid_start,
+        "batch": {"generator": args.generator_batch or args.batch,
+                  "loop": args.loop_batch or args.batch},
         "config_overrides": json.loads(args.config),
         "train_config_overrides": json.loads(args.train_config),
-        "training": {"seconds": round(train_seconds, 1), "stop_reason": trained.stop_reason,
-                     "stop_detail": trained.stop_detail, "lr": args.lr,
-                     "epochs": trained.epochs, "best_epoch": trained.best_epoch,
-                     "images": trained.images, "held_out": trained.held_out,
-                     "history": [{"epoch": h["epoch"], **h["held_out"]}
-                                 for h in trained.history]},
+        "training": training,
         "proxies": {"loop": {k: v for k, v in loop_info.items() if k != "subjects"},
                     "heldout": {k: v for k, v in held_info.items() if k != "subjects"}},
         "results": summary,
+        "generator_theta": theta_stats,
         "speedup_generator_vs_iterative": gen_s / it_s if it_s else None,
         "speedup_generator_vs_iterative_cpu": (
             summary["generator"]["faces_per_cpu_s"] / summary["iterative"]["faces_per_cpu_s"]

@@ -203,6 +203,7 @@ def run_deid_batch(
     device: torch.device | str | None = None,
     network: torch.nn.Module | None = None,
     init_params: torch.Tensor | None = None,
+    init_base: torch.Tensor | None = None,
 ) -> list[DeidResult]:
     """De-identify a batch of faces (independent jobs sharing network passes).
 
@@ -217,6 +218,10 @@ def run_deid_batch(
     its ``features(chips) -> (Θ0, taps)``), e.g. a small stand-in in tests.
     ``init_params`` (N, P) starts the parameters there instead of at the identity (e.g. a
     generator's prediction: the hybrid method); record 0 then scores that image.
+    ``init_base`` (N, 3, H, W) float [0, 255] renders the parameters on that image instead of
+    the source (the hybrid from the generator's output image): the parameters start at the
+    identity, so record 0 scores that image and the loop has its whole range, unsaturated,
+    on top of it. Scores are always against the source; a checkpoint keeps the base.
     """
     cfg = config or DeidConfig()
     cfg.validate()
@@ -260,6 +265,14 @@ def run_deid_batch(
     src_colour = face_colour_torch(src_ctx)
     nat_lo, nat_hi = natural_bounds(src_colour, cfg.loss.natural_inset)
     gate_lo, gate_hi = natural_bounds(src_colour)
+    if init_params is not None and init_base is not None:
+        raise ValueError("start from parameters or from a base image, not both")
+    if init_base is not None and tuple(init_base.shape) != tuple(src_ctx.shape):
+        raise ValueError(
+            f"init_base must be {tuple(src_ctx.shape)}, got {tuple(init_base.shape)}")
+    # The base travels with a checkpoint when it is not the source (evolve, the hybrid).
+    keep_base = cfg.mode == "evolve" or init_base is not None or (
+        resume is not None and resume.base is not None)
     final_ens = cfru_mod.build_ensemble(FINAL_ENSEMBLE) if cfg.confirm_saved else None
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -286,7 +299,7 @@ def run_deid_batch(
             # generator, so the EOT draws are those of a loop without it.
             kick_gen = torch.Generator().manual_seed(cfg.seed + 1)
             kick = (torch.randn(theta.shape, generator=kick_gen) * cfg.start_noise).to(device)
-        base = src_ctx
+        base = src_ctx if init_base is None else init_base.to(device, torch.float32)
         history = [[] for _ in range(n)]
         best = [{"objective": math.inf, "iteration": -1, "score_a": 1.0, "score_b": 0.0,
                  "margin_ok": False}] * n
@@ -348,7 +361,7 @@ def run_deid_batch(
                 iteration=iteration,
                 params=theta.detach().cpu().clone(),
                 optimizer=_cpu_state(opt.state_dict()),
-                base=base.round().to(torch.uint8).cpu() if cfg.mode == "evolve" else None,
+                base=base.round().to(torch.uint8).cpu() if keep_base else None,
                 history=[list(h) for h in history],
                 best=[dict(b) for b in best],
                 best_images=best_images.clone(),

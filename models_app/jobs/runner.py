@@ -316,7 +316,7 @@ def execute_deid_job(job_id: str) -> dict[str, Any]:
         if method_of(job.params) == METHOD_HYBRID:  # the loop from the generator's output
             cfg, init, extra["generator"] = _generator_start(job, cfg, source)
             if resume is None:
-                start["init_params"] = init
+                start.update(init)
         result = run_deid(
             source, proxy, cfg, resume=resume, on_rung=rungs.append,
             on_iteration=record,
@@ -373,13 +373,15 @@ def _generator_of(job: DeidJob):
 
 
 def _generator_start(job: DeidJob, cfg, source):
-    """The hybrid's start: (config with the generator's plug, its parameters, detail)."""
+    """The hybrid's start: (config with the generator's plug, the loop's start kwargs,
+    detail). A resumed job's checkpoint carries its base, so the start is used only anew."""
     from models_app.device import get_device
-    from models_app.generator.apply import config_for, predict_params
+    from models_app.generator.apply import HYBRID_OUTPUT, config_for, hybrid_start_kwargs
 
     model, version = _generator_of(job)
-    theta = predict_params(model, [source], get_device())
-    return config_for(model, cfg), theta, {"version": version.number, "method": "hybrid"}
+    cfg = config_for(model, cfg)
+    start = hybrid_start_kwargs(model, [source], cfg, get_device(), HYBRID_OUTPUT)
+    return cfg, start, {"version": version.number, "method": "hybrid", "start": HYBRID_OUTPUT}
 
 
 def _batch_mates(job: DeidJob) -> list[DeidJob]:

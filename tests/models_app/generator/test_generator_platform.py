@@ -335,16 +335,26 @@ def test_a_batch_runs_the_generator_batched_and_the_hybrid_starts_from_it(lfw_di
     res = job_runner.execute_deid_job(str(one.pk))
     one.refresh_from_db()
     assert res["status"] in ("succeeded", "finished"), one.error
-    assert one.final_detail["generator"] == {"version": 1, "method": "hybrid"}
-    # Record 0 of the hybrid is the generator's output (its parameters, not the identity);
-    # the iterative loop's record 0 is the unchanged source.
+    assert one.final_detail["generator"] == {"version": 1, "method": "hybrid",
+                                             "start": "output"}
+    # Record 0 of the hybrid is the generator's output image (the recogniser's distance from
+    # the source is the single pass's), with the loop's own parameters at the identity on
+    # top of it (no prior, no change of its own yet); the iterative loop's record 0 is the
+    # unchanged source.
+    single = create_deid_job(jobs[0].source, {**FAST_JOB, "method": "generator"})
+    job_runner.execute_deid_job(str(single.pk))  # alone: the same EOT draws as the hybrid
     it0 = one.iterations.get(index=0).loss
-    gen0 = jobs[0].iterations.get(index=0).loss
-    assert it0["change_colour_bias"] == pytest.approx(gen0["change_colour_bias"])
-    assert it0["change_colour_bias"] > 0.01
+    gen0 = single.iterations.get(index=0).loss
+    assert it0["theta0_distance"] == pytest.approx(gen0["theta0_distance"], rel=1e-3)
+    assert gen0["theta0_distance"] > 1e-4
+    assert it0["prior"] == 0.0 and gen0["prior"] > 0.0
+    assert it0["change_colour_bias"] == 0.0 and gen0["change_colour_bias"] > 0.01
     plain = create_deid_job(jobs[0].source, FAST_JOB)
     job_runner.execute_deid_job(str(plain.pk))
-    assert plain.iterations.get(index=0).loss["change_colour_bias"] == 0.0
+    p0 = plain.iterations.get(index=0).loss
+    # Same EOT draws, another image: the hybrid's record 0 is not the source.
+    assert p0["change_colour_bias"] == 0.0 and p0["prior"] == 0.0
+    assert abs(p0["theta0_distance"] - it0["theta0_distance"]) > 1e-3
 
 
 @pytest.mark.django_db

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models_app.deid import DeidConfig, DeidSource
+from models_app.deid import DeidConfig, DeidSource, run_deid_batch
 from models_app.deid.eot import EOTConfig
 from models_app.deid.loss import LossWeights
 from models_app.deid.score_a import AppearanceStandIn
@@ -27,6 +27,13 @@ from models_app.generator import (
     load_generator,
     run_generator,
     train_generator,
+)
+from models_app.generator.apply import (
+    HYBRID_OUTPUT,
+    HYBRID_PARAMS,
+    HYBRID_STARTS,
+    config_for,
+    hybrid_start_kwargs,
 )
 from tests.deid.conftest import TinyCFRU
 from tests.models_app.generator.conftest import synthetic_faces
@@ -186,14 +193,56 @@ def test_one_pass_and_hybrid_are_scored_by_the_loop(tiny_cfru):
                               theta[:1]).round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
     assert np.abs(one[0].context.astype(int) - expect.astype(int)).max() <= 1
     assert one[0].score_a < 0.95  # the pass changed the face (the source scores ~0.95)
-    hyb = run_generator(res.model, src, AppearanceStandIn(), cfg, hybrid=True, device="cpu",
-                        network=tiny_cfru)
-    # The hybrid's record 0 is the generator's output; then the loop goes on from there.
-    assert hyb[0].records[0].score_a == pytest.approx(one[0].records[0].score_a, abs=1e-5)
-    assert hyb[0].iterations == 3 and hyb[0].score_a <= one[0].score_a + 1e-6
+    # Either start: the hybrid's record 0 is the generator's output; then the loop goes on.
+    for start in HYBRID_STARTS:
+        hyb = run_generator(res.model, src, AppearanceStandIn(), cfg, hybrid=True,
+                            hybrid_start=start, device="cpu", network=tiny_cfru)
+        assert hyb[0].records[0].score_a == pytest.approx(one[0].records[0].score_a, abs=1e-5)
+        assert hyb[0].iterations == 3 and hyb[0].score_a <= one[0].score_a + 1e-6
+    with pytest.raises(ValueError, match="hybrid_start"):
+        run_generator(res.model, src, AppearanceStandIn(), cfg, hybrid=True,
+                      hybrid_start="pixels", device="cpu", network=tiny_cfru)
     # A generous τA: the single pass succeeds and says so. (Synthetic faces: their colour
     # is no photograph's, so naturalness, which is not what this checks, is off.)
     ok = run_generator(res.model, src[:1], AppearanceStandIn(),
                        _cfg(tau_a=0.99, loss=LossWeights(lambda_natural=0.0)), device="cpu",
                        network=tiny_cfru)
     assert ok[0].stop_reason == "success"
+
+
+def test_hybrid_from_the_output_renders_on_it_and_resumes_on_its_base(tiny_cfru):
+    """The output start: the loop's parameters start at the identity on the generator's
+    output (not saturated where the generator put them), and a checkpoint carries that
+    base, so a killed job resumes on it rather than on the source."""
+    res = _train(tiny_cfru)
+    src = [DeidSource(c) for c in synthetic_faces(2, 7)]
+    cfg = config_for(res.model, _cfg(tau_a=0.0, max_iterations=4, ladder=()))
+    start = hybrid_start_kwargs(res.model, src, cfg)
+    assert set(start) == {"init_base"}
+    assert set(hybrid_start_kwargs(res.model, src, cfg, start=HYBRID_PARAMS)) == {"init_params"}
+    base = start["init_base"]
+    ctx = torch.from_numpy(np.stack([s.context for s in src])).permute(0, 3, 1, 2).float()
+    assert (base - ctx).abs().mean() > 1.0  # the generator's change, not the source
+    states = []
+
+    def keep(rec, cp):
+        if rec.iteration == 2 and rec.face == 0:
+            states.append(cp())
+
+    full = run_deid_batch(src, AppearanceStandIn(), cfg, device="cpu", network=tiny_cfru,
+                          on_iteration=keep, **start)
+    assert float(full[0].records[0].score_a) < 0.95  # record 0 scored the generator's output
+    state = states[0]
+    assert state.base is not None
+    assert np.array_equal(state.base.numpy(), base.to(torch.uint8).numpy())
+    assert float(state.params.abs().max()) < 5.0  # the loop's own, near the identity
+    again = run_deid_batch(src, AppearanceStandIn(), cfg, device="cpu", network=tiny_cfru,
+                           resume=state)
+    for a, b in zip(full, again, strict=True):
+        assert a.iterations == b.iterations
+        assert np.abs(a.context.astype(int) - b.context.astype(int)).max() <= 1
+        assert a.score_a == pytest.approx(b.score_a, abs=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        run_deid_batch(src, AppearanceStandIn(), cfg, device="cpu", network=tiny_cfru,
+                       init_params=torch.zeros(2, res.model.n_params), init_base=base)
+    assert HYBRID_OUTPUT in HYBRID_STARTS
